@@ -1,0 +1,88 @@
+"""Which parameters are prunable, and which module is the classifier head. Decided by module *type and role*,
+never by parameter name (the official PX code's name rule misclassifies timm layers; see px-spec)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError
+
+WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+BATCHNORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def weighted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv/Linear module with a weight, in registration (network) order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHTED_TYPES) and m.weight is not None]
+
+
+def classifier_module(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The classifier head: timm's ``get_classifier()`` where it is a Linear/Conv, else the last Linear."""
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        try:
+            head = getter()
+        except Exception:  # some wrappers raise when there is no head
+            head = None
+        if isinstance(head, WEIGHTED_TYPES):
+            for n, m in model.named_modules():
+                if m is head:
+                    return n, m
+    last = None
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last = (n, m)
+    return last
+
+
+@dataclass(frozen=True)
+class PruneTargets:
+    """Options that pick the prunable weights. Default: every Conv/Linear weight."""
+
+    exclude_first: bool = False
+    exclude_classifier: bool = False
+    exclude: tuple[str, ...] = field(default_factory=tuple)  # module or parameter names (prefix match)
+
+    def select(self, model: nn.Module) -> dict[str, torch.nn.Parameter]:
+        mods = weighted_modules(model)
+        if not mods:
+            raise InvalidArgumentError("the model has no Conv/Linear layers to prune")
+        skip: set[str] = set()
+        if self.exclude_first:
+            skip.add(mods[0][0])
+        if self.exclude_classifier:
+            head = classifier_module(model)
+            if head is not None:
+                skip.add(head[0])
+        unknown = [e for e in self.exclude if not any(_matches(n, e) or _matches(n + ".weight", e) for n, _ in mods)]
+        if unknown:
+            raise InvalidArgumentError(
+                f"--exclude {unknown[0]!r} names no Conv/Linear layer of this model; "
+                f"layers are e.g. {', '.join(n for n, _ in mods[:3])}"
+            )
+        out: dict[str, torch.nn.Parameter] = {}
+        for n, m in mods:
+            pname = f"{n}.weight" if n else "weight"
+            if n in skip or any(_matches(n, e) or _matches(pname, e) for e in self.exclude):
+                continue
+            out[pname] = m.weight
+        return out
+
+    def to_dict(self) -> dict:
+        return {"exclude_first": self.exclude_first, "exclude_classifier": self.exclude_classifier,
+                "exclude": list(self.exclude)}
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return name == pattern or name.startswith(pattern + ".")
+
+
+def as_targets(targets: PruneTargets | Iterable[str] | None) -> PruneTargets:
+    if targets is None:
+        return PruneTargets()
+    if isinstance(targets, PruneTargets):
+        return targets
+    return PruneTargets(exclude=tuple(targets))

@@ -1,0 +1,62 @@
+"""Shared test setup. Tests never reach the Hub: HF_HUB_OFFLINE=1 unless a test starts the local Hub server."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import px_hub  # noqa: E402,F401
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> pathlib.Path:
+    env = os.environ.get("PX_REFERENCE")
+    for cand in ([pathlib.Path(env)] if env else []) + [REPO.parent / "shared" / "px-reference",
+                                                         REPO / "shared" / "px-reference"]:
+        if (cand / "meta.json").exists():
+            return cand
+    pytest.skip("px-reference fixtures not found (expected ../shared/px-reference or $PX_REFERENCE)")
+
+
+@pytest.fixture(scope="session")
+def ref_dir() -> pathlib.Path:
+    return reference_dir()
+
+
+@pytest.fixture(scope="session")
+def ref_inputs(ref_dir):
+    from safetensors.torch import load_file
+
+    d = load_file(str(ref_dir / "inputs.safetensors"))
+    return d["x"], d["y"].long()
+
+
+@pytest.fixture()
+def ref_model(ref_dir):
+    """cifar_resnet20 loaded with the fixture's initial weights (by order, as the fixture README says)."""
+    import json
+
+    import timm
+    from safetensors.torch import load_file
+
+    init = load_file(str(ref_dir / "init.safetensors"))
+    order = json.loads((ref_dir / "meta.json").read_text())["state_dict_order"]
+    model = timm.create_model("cifar_resnet20", num_classes=10)
+    sd = model.state_dict()
+    assert len(sd) == len(order)
+    new = {k: init[name].reshape(sd[k].shape).to(sd[k].dtype) for k, (name, _shape) in zip(sd, order)}
+    model.load_state_dict(new)
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield
