@@ -9,6 +9,12 @@ Fix: before torchvision is imported, try to load its real extension; only if tha
 schemas with ``torch.library`` so the fake-kernel registration succeeds. Where the real ops load (GPU machines,
 CPU builds of torchvision) this does nothing. Detection models (which need a real nms kernel) remain unavailable
 on such machines; px-hub never calls them.
+
+Two ways in, one fix: ``import px_hub`` applies it directly; ``scripts/setup-env.sh`` also writes a one-line
+``.pth`` file into the virtual environment that calls :func:`install_import_hook`, so ``import timm`` in any
+process of that environment (user scripts, ``accelerate launch`` workers) works too. The hook is a
+``sys.meta_path`` finder that acts only when ``torchvision`` is first imported (no cost at start-up). This file
+imports nothing but the standard library at module level, so the ``.pth`` can load it without ``px_hub``.
 """
 from __future__ import annotations
 
@@ -47,4 +53,20 @@ def ensure_torchvision_importable() -> None:
     _LIBRARY = lib
 
 
-ensure_torchvision_importable()
+class _TorchvisionImportHook:
+    """Applies the fix just before the first ``import torchvision``, then steps aside."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == "torchvision":
+            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+            ensure_torchvision_importable()
+        return None
+
+
+def install_import_hook() -> None:
+    if "torchvision" not in sys.modules and not any(isinstance(f, _TorchvisionImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TorchvisionImportHook())
+
+
+if __name__ != "_px_hub_compat":  # imported as px_hub._compat: apply now
+    ensure_torchvision_importable()

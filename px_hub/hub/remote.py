@@ -1,0 +1,253 @@
+"""Publish a ticket folder in one Hub commit, and pull a published ticket back with its weights verified.
+
+The token is whatever ``huggingface_hub`` finds (``token=``, ``HF_TOKEN``, ``hf auth login``); px-hub never
+writes it anywhere and scrubs it from every error message it raises."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import HubError, IntegrityError, InvalidArgumentError, OutputExistsError, WeightsUnavailableError
+from . import format as fmt
+from .ticket import _build_atomically, build_model, load_ticket, read_verified_weights
+
+TICKET_FILES_DOWNLOAD_IGNORE = [fmt.WEIGHTS_FILE]  # the dense file is rebuilt from the compact copy + mask
+
+
+# -- push -------------------------------------------------------------------------------------------------------
+
+def push_ticket(
+    folder: str | os.PathLike,
+    repo_id: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Upload a ticket folder as ONE commit (``HfApi.create_commit``; not ``upload_folder``, which may split a
+    large folder into several commits when hf_xet is installed) and return the commit URL.
+
+    The ticket is verified before anything is sent. ``repo_id`` defaults to ``<your user>/<folder name>``;
+    ``revision`` is a branch, created from main if missing. The card is re-rendered with the repo id (so its usage
+    snippet works) in a staging copy; the local folder is updated with that card only after the commit succeeded.
+    A failure raises HubError naming the cause; nothing partial becomes visible on the Hub (the commit is atomic)."""
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from huggingface_hub import constants
+
+    folder = fmt.require_ticket_folder(folder)
+    if constants.is_offline_mode():
+        raise HubError(f"cannot push with HF_HUB_OFFLINE=1; unset it and push again (the local ticket at {folder} "
+                       "is intact)")
+    read_verified_weights(folder)  # never publish a ticket whose files disagree with its mask
+    token = token or get_token()
+    if not token:
+        raise HubError(
+            f"no Hugging Face token found: set HF_TOKEN or run `hf auth login`, then push again "
+            f"(the local ticket at {folder} is intact)"
+        )
+    if repo_id is not None:
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as e:
+            raise InvalidArgumentError(f"--repo-id {repo_id!r} is not a valid repo id ({e}); use USER/NAME") from None
+        if "/" not in repo_id:
+            raise InvalidArgumentError(f"--repo-id {repo_id!r} needs a namespace; use USER/{repo_id}")
+    api = HfApi(token=token)
+    with _hub_errors("push", repo_id or folder.name, token, folder):
+        if repo_id is None:
+            repo_id = f"{api.whoami()['name']}/{_repo_name(folder.name)}"
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".px-push-", dir=folder.parent) as staging:
+            staging = Path(staging)
+            _stage(folder, staging, repo_id)
+            ops = [CommitOperationAdd(path_in_repo=p.relative_to(staging).as_posix(), path_or_fileobj=str(p))
+                   for p in sorted(staging.rglob("*")) if p.is_file()]
+            info = api.create_commit(
+                repo_id, ops, revision=revision,
+                commit_message=commit_message or f"Upload px-hub ticket ({folder.name})",
+            )
+            for name in (fmt.CARD_FILE, fmt.PX_CONFIG_FILE, fmt.DENSITY_PLOT_FILE):
+                if (staging / name).exists():
+                    os.replace(staging / name, folder / name)
+    return str(info.commit_url)
+
+
+def _stage(folder: Path, staging: Path, repo_id: str) -> None:
+    """A copy of ``folder`` (hard links where possible) whose card names ``repo_id``; every rewrite replaces a
+    file (never writes through a link), so the original stays untouched."""
+    from .card import render_card
+
+    for src in folder.rglob("*"):
+        rel = src.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        dst = staging / rel
+        if src.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    cfg = fmt.read_json(staging / fmt.PX_CONFIG_FILE) if (staging / fmt.PX_CONFIG_FILE).exists() else {}
+    cfg.setdefault("ticket", {})["repo_id"] = repo_id
+    fmt.write_json(staging / fmt.PX_CONFIG_FILE, cfg)
+    render_card(staging, repo_id=repo_id)
+
+
+# -- pull -------------------------------------------------------------------------------------------------------
+
+def pull_ticket(repo_id_at_rev: str, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False,
+                token: str | None = None) -> Path:
+    """Download a published ticket (``USER/REPO`` or ``USER/REPO@REVISION``) into ``out_dir`` (default: a folder
+    per commit under ``$HF_HOME/px-hub/tickets``), preferring the compact weights (the dense file is rebuilt from
+    them), verify it (mask checksum, weights hash, exact zeros, mask fits the architecture) and return the folder.
+    Works from the cache with ``HF_HUB_OFFLINE=1`` once pulled."""
+    return _pull(repo_id_at_rev, out_dir, overwrite=overwrite, token=token)[0]
+
+
+def from_pretrained(repo_or_path: str | os.PathLike, *, token: str | None = None) -> nn.Module:
+    """A ticket's model (eval mode) with its mask verified: pruned weights are exact zeros. Accepts a local ticket
+    folder or ``USER/REPO[@REV]``. To fine-tune with the mask kept, use ``load_ticket`` and ``mask.enforce``."""
+    p = Path(repo_or_path)
+    if p.is_dir():
+        return load_ticket(p)[0]
+    return _pull(str(repo_or_path), None, overwrite=True, token=token)[1]
+
+
+def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+
+    repo_id, revision = parse_repo_ref(repo_id_at_rev)
+    with _hub_errors("pull", repo_id_at_rev, token, None):
+        snap = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=TICKET_FILES_DOWNLOAD_IGNORE,
+                                      token=token))
+        commit = snap.name
+        if not (snap / fmt.COMPACT_FILE).is_file():  # a ticket without the compact copy: take the dense file
+            hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=commit, token=token)
+    if out_dir is None:
+        out = Path(constants.HF_HOME) / "px-hub" / "tickets" / repo_id.replace("/", "--") / commit
+        overwrite = True
+    else:
+        out = Path(out_dir)
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise OutputExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    loaded = {}
+
+    def build(tmp: Path) -> None:
+        for src in snap.rglob("*"):
+            if src.is_file():
+                dst = tmp / src.relative_to(snap)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src.resolve(), dst)  # cache entries are symlinks into blobs/
+        if not (tmp / fmt.WEIGHTS_FILE).exists() and not (tmp / fmt.COMPACT_FILE).exists():
+            cached = Path(hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=commit, token=token))
+            shutil.copyfile(cached.resolve(), tmp / fmt.WEIGHTS_FILE)
+        fmt.require_ticket_folder(tmp)
+        try:
+            tensors, mask = read_verified_weights(tmp)
+        except IntegrityError as e:  # drop the bad cached download, so the next pull fetches it again
+            _evict_snapshot(snap)
+            raise IntegrityError(f"{repo_id_at_rev}: {e} (the cached copy was removed; pull again)") from None
+        model = build_model(tmp)
+        mask.validate(model)
+        if not (tmp / fmt.WEIGHTS_FILE).exists():
+            fmt.save_weights(tensors, tmp / fmt.WEIGHTS_FILE)
+        from .ticket import _load_state
+
+        _load_state(model, tensors)
+        loaded["model"] = model.eval()
+
+    _build_atomically(out, build, replace=out.exists())
+    return out, loaded["model"]
+
+
+def _evict_snapshot(snap: Path) -> None:
+    for link in snap.rglob("*"):
+        if link.is_symlink():
+            target = link.resolve()
+            link.unlink()
+            target.unlink(missing_ok=True)
+    shutil.rmtree(snap, ignore_errors=True)
+
+
+def parse_repo_ref(ref: str) -> tuple[str, str | None]:
+    """``USER/REPO[@REV]`` (also ``hf-hub:`` prefixed) → (repo_id, revision or None)."""
+    ref = str(ref).removeprefix("hf-hub:")
+    repo_id, _, rev = ref.partition("@")
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
+        raise InvalidArgumentError(f"{ref!r} is not a Hub ticket id; use USER/REPO or USER/REPO@REVISION")
+    return repo_id, rev or None
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+
+class _hub_errors:
+    """Turn huggingface_hub / network failures into one-line HubError messages that name the cause and never
+    contain the token."""
+
+    def __init__(self, action: str, what: str, token: str | None, folder: Path | None):
+        self.action, self.what, self.token, self.folder = action, what, token, folder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (HubError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+            return False
+        from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                            RepositoryNotFoundError, RevisionNotFoundError)
+        from ..errors import PxHubError
+
+        if isinstance(exc, PxHubError):
+            return False
+        kept = f"; the local ticket at {self.folder} is intact and nothing was committed" if self.folder else ""
+        if isinstance(exc, (LocalEntryNotFoundError, OfflineModeIsEnabled)) and self.action == "pull":
+            raise WeightsUnavailableError(
+                f"{self.what} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE="
+                f"{os.environ.get('HF_HUB_OFFLINE', '0')}); pull it once online"
+            ) from None
+        http = exc
+        while http is not None and not isinstance(http, HfHubHTTPError):  # e.g. RuntimeError from an LFS upload
+            http = http.__cause__ or http.__context__
+        if isinstance(exc, RevisionNotFoundError):
+            msg = f"revision not found for {self.what}; check the @REVISION (a branch, tag or commit)"
+        elif isinstance(exc, RepositoryNotFoundError):
+            msg = (f"{self.what} not found (or private and your token cannot read it); check the id and that "
+                   "HF_TOKEN / `hf auth login` is set")
+        elif http is not None:
+            status = http.response.status_code if http.response is not None else None
+            server = (http.server_message or "").strip().splitlines()
+            reason = server[0] if server else str(http).strip().splitlines()[0]
+            if status == 401:
+                reason = "the token was rejected (401); set a valid HF_TOKEN or run `hf auth login`"
+            elif status == 403:
+                reason = f"forbidden (403): {reason}; check the token's write access to this repo"
+            where = f" while {str(exc).strip().splitlines()[0][:120]}" if http is not exc and str(exc).strip() else ""
+            msg = f"the Hub answered {status}: {reason}{where}"
+        else:
+            text = str(exc).strip().splitlines()
+            msg = f"{type(exc).__name__}: {text[0] if text else 'no details'}"
+        raise HubError(_scrub(f"{self.action} {self.what} failed: {msg}{kept}", self.token)) from None
+
+
+def _scrub(text: str, token: str | None) -> str:
+    text = text.replace("\n", " ")
+    if token:
+        text = text.replace(token, "***")
+    return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", text)
+
+
+def _repo_name(name: str) -> str:
+    return re.sub(r"[^\w.\-]+", "-", name).strip("-.") or "px-ticket"

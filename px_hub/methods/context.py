@@ -1,0 +1,58 @@
+"""What a scoring method gets: the model, its prunable weights and current mask, this process's pruning
+batches, and the cross-process reductions."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..masking.targets import classifier_module
+
+
+def call_with(model: nn.Module, overrides: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` with some parameters/buffers replaced (``torch.func.functional_call``); the model's own
+    tensors are untouched."""
+    return functional_call(model, overrides, (x,), strict=False)
+
+
+@dataclass
+class ScoringContext:
+    model: nn.Module                       # in eval mode for the duration of scoring; never modified
+    targets: dict[str, nn.Parameter]       # prunable parameters (name -> parameter of ``model``)
+    mask: dict[str, torch.Tensor]          # current mask per target (bool, on the model's device)
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]]  # this process's whole batches (on device, model dtype)
+    batch_ids: Sequence[int]               # global index of each batch (same split in any process count)
+    input_shape: tuple[int, ...]           # one sample's shape, e.g. (3, 32, 32)
+    seed: int = 0
+    round: int = 0
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
+    gather_by_id: Callable[[dict[int, torch.Tensor]], list[torch.Tensor]] = field(
+        default=lambda d: [d[k] for k in sorted(d)])
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.targets.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.targets.values())).dtype
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        g = torch.Generator(device="cpu")
+        g.manual_seed((self.seed * 1_000_003 + self.round * 7919 + salt) % (2**63))
+        return g
+
+    def masked(self, name: str, value: torch.Tensor | None = None) -> torch.Tensor:
+        """``value ⊙ m`` for a target (default value: the parameter itself)."""
+        v = self.targets[name] if value is None else value
+        return v * self.mask[name].to(v.dtype)
+
+    def call(self, overrides: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return call_with(self.model, overrides, x)
+
+    def head_name(self) -> str | None:
+        head = classifier_module(self.model)
+        return head[0] if head else None

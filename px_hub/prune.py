@@ -1,0 +1,200 @@
+"""The pruning loop: score -> (reduce across processes) -> global threshold -> mask, for R rounds on an
+exponential schedule; plus one-round ``score``. Importance (``px_hub.methods``) is kept apart from this pruner
+(schedule, scope, masking), as Torch-Pruning does."""
+from __future__ import annotations
+
+import contextlib
+import platform
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed
+from .errors import DataError, InvalidArgumentError, require_sparsity
+from .masking import Mask, PruneTargets, sparsity_schedule
+from .masking.targets import as_targets
+from .methods import ScoringContext, get_method
+
+
+@dataclass
+class PruneResult:
+    mask: Mask
+    record: dict                         # JSON-able: how the mask was made
+    history: list[dict] = field(default_factory=list)  # per round: sparsity target, kept, seconds
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Eval mode and no parameter gradients for the duration of scoring; the caller's modes are restored."""
+    modes = {m: m.training for m in model.modules()}
+    req = {p: p.requires_grad for p in model.parameters()}
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, t in modes.items():
+            m.train(t)
+        for p, r in req.items():
+            p.requires_grad_(r)
+
+
+def _prepare_batches(batches, model: nn.Module, batch_ids: Sequence[int] | None):
+    if batches is None:
+        batches = []
+    items = list(batches)
+    p = next(model.parameters())
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise DataError(f"pruning batch {i} is not an (inputs, labels) pair; pass an iterable of (x, y) tensors")
+        x, y = item[0], item[1]
+        x = torch.as_tensor(x).to(p.device)
+        if x.is_floating_point():
+            x = x.to(p.dtype)
+        out.append((x, torch.as_tensor(y).to(p.device).long()))
+    if batch_ids is None:
+        rank, world = distributed.rank_world()
+        batch_ids = [i * world + rank for i in range(len(out))]
+    if len(batch_ids) != len(out):
+        raise InvalidArgumentError("batch_ids must give one global index per batch")
+    return out, list(batch_ids)
+
+
+def _context(model, targets, mask, batches, batch_ids, input_shape, seed, rnd) -> ScoringContext:
+    params = targets.select(model) if isinstance(targets, PruneTargets) else targets
+    dev = next(model.parameters()).device
+    return ScoringContext(
+        model=model, targets=params, mask={k: mask[k].to(dev) for k in params}, batches=batches,
+        batch_ids=batch_ids, input_shape=input_shape, seed=seed, round=rnd,
+        reduce_sum=distributed.all_reduce_sum, gather_by_id=distributed.gather_by_id,
+    )
+
+
+def _input_shape(batches, input_shape):
+    if input_shape is not None:
+        return tuple(input_shape)
+    if batches:
+        return tuple(batches[0][0].shape[1:])
+    raise DataError("cannot infer the input shape: pass pruning batches or input_shape=(C, H, W)")
+
+
+def _round_scores(info, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+    scores = info.fn(ctx)
+    out = {}
+    for n, s in scores.items():
+        s = s.detach().float()
+        m = ctx.mask[n]
+        # pruned weights stay pruned: they score 0 (non-negative methods, as the official code) or -inf (signed)
+        out[n] = torch.where(m, s, torch.full_like(s, float("-inf") if info.signed else 0.0))
+    return out
+
+
+def score(model: nn.Module, batches: Iterable | None, method: str = "px", mask: Mask | None = None,
+          targets: PruneTargets | Iterable[str] | None = None, seed: int = 0,
+          input_shape: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """One round of ``method`` on ``model`` (masked by ``mask``): parameter name -> score tensor (CPU, float32).
+    Never changes the model's weights, BatchNorm statistics or train/eval mode."""
+    info = get_method(method)
+    tg = as_targets(targets)
+    bs, ids = _prepare_batches(batches, model, None)
+    if info.needs_data and not bs:
+        raise DataError(f"method {info.name} needs pruning data: pass at least one (inputs, labels) batch")
+    with _eval_mode(model):
+        params = tg.select(model)
+        m = mask if mask is not None else Mask.ones(params)
+        ctx = _context(model, params, m, bs, ids, _input_shape(bs, input_shape), seed, 0)
+        return {k: v.cpu() for k, v in _round_scores(info, ctx).items()}
+
+
+def prune(model: nn.Module, batches: Iterable | None, method: str = "px", sparsity: float = 0.982,
+          rounds: int | None = None, scope: str = "global", seed: int = 0, schedule: str = "exponential",
+          targets: PruneTargets | Iterable[str] | None = None, fail_on_collapse: bool = False,
+          progress: bool = True, **kwargs) -> Mask:
+    """Prune ``model`` to ``sparsity`` (fraction of prunable weights REMOVED) with ``method``; returns the Mask.
+    ``batches``: iterable of (inputs, labels), the class-balanced pruning split (this process's share under
+    torch.distributed). The model itself is not modified: apply the mask with ``mask.apply_(model)``."""
+    return prune_with_record(model, batches, method, sparsity, rounds, scope, seed, schedule, targets,
+                             fail_on_collapse, progress, **kwargs).mask
+
+
+def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = "px", sparsity: float = 0.982,
+                      rounds: int | None = None, scope: str = "global", seed: int = 0,
+                      schedule: str = "exponential", targets: PruneTargets | Iterable[str] | None = None,
+                      fail_on_collapse: bool = False, progress: bool = True, *,
+                      batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,
+                      initial_mask: Mask | None = None) -> PruneResult:
+    info = get_method(method)
+    s = require_sparsity(sparsity)
+    if scope not in ("global", "local"):
+        raise InvalidArgumentError(f"scope must be 'global' or 'local', got {scope!r}")
+    r_total = info.default_rounds if rounds is None else int(rounds)
+    if r_total < 1:
+        raise InvalidArgumentError(f"rounds must be >= 1, got {rounds}")
+    tg = as_targets(targets)
+    bs, ids = _prepare_batches(batches, model, batch_ids)
+    if info.needs_data and not bs and distributed.rank_world()[1] == 1:
+        raise DataError(f"method {info.name} needs pruning data: pass at least one (inputs, labels) batch")
+    shape = _input_shape(bs, input_shape) if bs or input_shape else None
+    if shape is None:
+        raise DataError("cannot infer the input shape: pass pruning batches or input_shape=(C, H, W)")
+    rank, world = distributed.rank_world()
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    with _eval_mode(model):
+        params = tg.select(model)
+        mask = initial_mask if initial_mask is not None else Mask.ones(params)
+        mask.validate(model)
+        plan = sparsity_schedule(s, r_total, schedule)
+        bar = tqdm(plan, desc=f"{info.name} rounds", unit="round", disable=not progress or rank != 0,
+                   leave=False)
+        for r, s_r in enumerate(bar):
+            tr = time.perf_counter()
+            ctx = _context(model, params, mask, bs, ids, shape, seed, r)
+            scores = _round_scores(info, ctx)
+            mask = Mask.from_scores(scores, s_r, scope)
+            history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
+                            "seconds": round(time.perf_counter() - tr, 4)})
+            bar.set_postfix(density=f"{mask.density():.4f}")
+    seconds = time.perf_counter() - t0
+    collapsed = mask.check_collapse(fail=fail_on_collapse)
+    record = {
+        "method": info.name,
+        "sparsity": s,
+        "density": 1.0 - s,
+        "rounds": r_total,
+        "schedule": schedule,
+        "scope": scope,
+        "seed": seed,
+        "targets": tg.to_dict(),
+        "kept": mask.kept(),
+        "total": mask.total(),
+        "achieved_sparsity": mask.sparsity(),
+        "per_layer": [{"name": rw.name, "shape": list(rw.shape), "kept": rw.kept, "total": rw.total,
+                       "density": rw.density, "alive_outputs": rw.alive_outputs, "outputs": rw.outputs}
+                      for rw in mask.report()],
+        "collapsed_layers": collapsed,
+        "num_batches": len(bs) if world == 1 else None,
+        "processes": world,
+        "seconds": round(seconds, 3),
+        "mask_sha256": mask.sha256(),
+        "versions": library_versions(),
+    }
+    return PruneResult(mask, record, history)
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("px-hub", "torch", "timm", "huggingface-hub", "accelerate", "datasets", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
