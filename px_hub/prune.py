@@ -66,12 +66,12 @@ def _prepare_batches(batches, model: nn.Module, batch_ids: Sequence[int] | None)
     return out, list(batch_ids)
 
 
-def _context(model, targets, mask, batches, batch_ids, input_shape, seed, rnd) -> ScoringContext:
+def _context(model, targets, mask, batches, batch_ids, input_shape, seed, rnd, options) -> ScoringContext:
     params = targets.select(model) if isinstance(targets, PruneTargets) else targets
     dev = next(model.parameters()).device
     return ScoringContext(
         model=model, targets=params, mask={k: mask[k].to(dev) for k in params}, batches=batches,
-        batch_ids=batch_ids, input_shape=input_shape, seed=seed, round=rnd,
+        batch_ids=batch_ids, input_shape=input_shape, seed=seed, round=rnd, options=options,
         reduce_sum=distributed.all_reduce_sum, gather_by_id=distributed.gather_by_id,
     )
 
@@ -97,10 +97,11 @@ def _round_scores(info, ctx: ScoringContext) -> dict[str, torch.Tensor]:
 
 def score(model: nn.Module, batches: Iterable | None, method: str = "px", mask: Mask | None = None,
           targets: PruneTargets | Iterable[str] | None = None, seed: int = 0,
-          input_shape: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+          input_shape: Sequence[int] | None = None, method_options: dict | None = None) -> dict[str, torch.Tensor]:
     """One round of ``method`` on ``model`` (masked by ``mask``): parameter name -> score tensor (CPU, float32).
     Never changes the model's weights, BatchNorm statistics or train/eval mode."""
     info = get_method(method)
+    options = info.resolve_options(method_options)
     tg = as_targets(targets)
     bs, ids = _prepare_batches(batches, model, None)
     if info.needs_data and not bs:
@@ -108,7 +109,7 @@ def score(model: nn.Module, batches: Iterable | None, method: str = "px", mask: 
     with _eval_mode(model):
         params = tg.select(model)
         m = mask if mask is not None else Mask.ones(params)
-        ctx = _context(model, params, m, bs, ids, _input_shape(bs, input_shape), seed, 0)
+        ctx = _context(model, params, m, bs, ids, _input_shape(bs, input_shape), seed, 0, options)
         return {k: v.cpu() for k, v in _round_scores(info, ctx).items()}
 
 
@@ -128,8 +129,9 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                       schedule: str = "exponential", targets: PruneTargets | Iterable[str] | None = None,
                       fail_on_collapse: bool = False, progress: bool = True, *,
                       batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,
-                      initial_mask: Mask | None = None) -> PruneResult:
+                      initial_mask: Mask | None = None, method_options: dict | None = None) -> PruneResult:
     info = get_method(method)
+    options = info.resolve_options(method_options)
     s = require_sparsity(sparsity)
     if scope not in ("global", "local"):
         raise InvalidArgumentError(f"scope must be 'global' or 'local', got {scope!r}")
@@ -155,7 +157,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                    leave=False)
         for r, s_r in enumerate(bar):
             tr = time.perf_counter()
-            ctx = _context(model, params, mask, bs, ids, shape, seed, r)
+            ctx = _context(model, params, mask, bs, ids, shape, seed, r, options)
             scores = _round_scores(info, ctx)
             mask = Mask.from_scores(scores, s_r, scope)
             history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
@@ -165,6 +167,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
     collapsed = mask.check_collapse(fail=fail_on_collapse)
     record = {
         "method": info.name,
+        "method_options": options,
         "sparsity": s,
         "density": 1.0 - s,
         "rounds": r_total,

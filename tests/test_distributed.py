@@ -103,17 +103,13 @@ def test_shard_batches_round_robin_covers_each_batch_once():
     assert [[int(b[1]) for b in s] for s in shards] == [[0, 3, 6], [1, 4], [2, 5]]
 
 
-HAS_PRUNE_CLI = importlib.util.find_spec("px_hub.cli.prune") is not None
-
-
-@pytest.mark.skipif(not HAS_PRUNE_CLI, reason="px_hub.cli.prune (cli/prune.py) not in the tree yet")
 def test_accelerate_launch_prune_cli(tmp_path):
     """``accelerate launch --multi_gpu --num_processes 2 -m px_hub.cli.main prune`` on CPU: one ticket whose mask
     equals the single-process CLI run's."""
     repo = pathlib.Path(__file__).resolve().parents[1]
     env = dict(os.environ, ACCELERATE_USE_CPU="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=str(repo))
-    args = ["prune", "--model", "cifar_resnet20", "--no-pretrained", "--dataset", "digits", "--k", "4",
+    args = ["prune", "--model", "cifar_resnet20", "--no-pretrained", "--data", "digits", "--examples-per-class", "4",
             "--batch-size", "10", "--method", "px", "--sparsity", "0.9", "--rounds", "3", "--seed", "0"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "px_hub.cli.main"]

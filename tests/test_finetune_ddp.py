@@ -60,12 +60,14 @@ def _train_two_ranks(out: str) -> None:
         "train.batch_size=32", "train.epochs=1", "optim.lr=0.05", "train.checkpoint_every=2"])
     res = finetune(recipe, model=m, mask=mask, output_dir=Path(out) / "run", progress=False,
                    train_data=load_image_dataset("digits", "train"), val_data=load_image_dataset("digits", "test"))
-    rank = int(os.environ.get("RANK", "0"))
+    from accelerate import PartialState
+
+    rank = PartialState().process_index
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in res.model.state_dict().items()}, str(Path(out) / f"w_{rank}.safetensors"))
     res.mask.save(Path(out) / f"mask_{rank}.safetensors")
-    Path(out, f"metrics_{rank}.json").write_text(json.dumps(res.metrics))
+    Path(out, f"metrics_{rank}.json").write_text(json.dumps(dict(res.metrics, world=res.num_processes, seconds=0)))
 
 
 def test_mask_hooks_hold_under_ddp(tmp_path):
@@ -89,9 +91,10 @@ def test_two_processes_same_weights_and_mask(tmp_path):
     m0, m1 = px_hub.Mask.load(tmp_path / "mask_0.safetensors"), px_hub.Mask.load(tmp_path / "mask_1.safetensors")
     assert m0 == m1
     assert all(int((w0[k][~m] != 0).sum()) == 0 for k, m in m0.items())
-    assert json.loads((tmp_path / "metrics_0.json").read_text()) == json.loads((tmp_path / "metrics_1.json").read_text())
+    r0, r1 = (json.loads((tmp_path / f"metrics_{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1 and r0["world"] == 2
     run = tmp_path / "run"
-    assert (run / "model.safetensors").is_file() and (run / "metrics.jsonl").is_file()
+    assert (run / "model.safetensors").is_file() and json.loads((run / "metrics.json").read_text())["num_processes"] == 2
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000000004"]  # 128/32 steps, keep 1
 
 

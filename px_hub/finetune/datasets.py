@@ -53,9 +53,18 @@ def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
 
 # -- segmentation -----------------------------------------------------------------------------------------------
 class SegmentationData(ImageDataset):
-    """Images with per-pixel label maps (``label_map(i)``: uint8 H×W, 255 = ignore). ``labels`` (one class per
-    image: the most frequent non-background class, background if none) lets :class:`px_hub.data.PruningSplit`
-    draw a class-balanced pruning split from segmentation data."""
+    """Images with per-pixel label maps (``label_map(i)``: uint8 H×W, 255 = ignore; ``segmentation_classes``:
+    every pixel class, background first). As an ImageDataset its classes are the *foreground* classes and each
+    image's label is its most frequent foreground class (the first one when it has none), so
+    :class:`px_hub.data.PruningSplit` draws a class-balanced pruning split from segmentation data and SNIP/GraSP
+    get an image-level target for the pruning probe."""
+
+    segmentation_classes: list[str]
+
+    def _init_classes(self, name: str, split: str, class_names: Sequence[str], n: int) -> None:
+        self.segmentation_classes = [str(c) for c in class_names]
+        labels = [max(0, dominant_class(self._load_label_map(i), len(class_names)) - 1) for i in range(n)]
+        ImageDataset.__init__(self, name, split, self.segmentation_classes[1:], labels)
 
     def label_map(self, i: int) -> np.ndarray:
         return self._load_label_map(self._check_index(i))
@@ -87,8 +96,7 @@ class VOCFolder(SegmentationData):
         missing = [i for i in self.ids if not (root / "SegmentationClass" / f"{i}.png").is_file()]
         if missing:
             raise DataError(f"{len(missing)} label map(s) missing under {root / 'SegmentationClass'} (e.g. {missing[0]}.png)")
-        labels = [dominant_class(self._load_label_map(i), len(class_names)) for i in range(len(self.ids))]
-        super().__init__(f"voc:{root}", split, class_names, labels)
+        self._init_classes(f"voc:{root}", split, class_names, len(self.ids))
 
     def _load(self, i: int) -> Image.Image:
         return Image.open(self.root / "JPEGImages" / f"{self.ids[i]}.jpg")
@@ -121,8 +129,7 @@ class HubSegmentation(SegmentationData):
         if self.image_column is None or self.label_column is None:
             raise DataError(f"dataset {spec!r} has columns {cols}; pass data.image_column and data.label_column")
         self.ds = ds
-        labels = [dominant_class(self._load_label_map(i), len(class_names)) for i in range(len(ds))]
-        super().__init__(spec, split, class_names, labels)
+        self._init_classes(spec, split, class_names, len(ds))
 
     def _load(self, i: int) -> Image.Image:
         return self.ds[int(i)][self.image_column]

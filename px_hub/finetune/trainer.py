@@ -49,6 +49,7 @@ class FinetuneResult:
     recipe: Recipe
     ticket_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    num_processes: int = 1
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -96,7 +97,10 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     out = Path(output_dir or Path("runs") / f"{recipe.name}-{recipe.hash()}")
     hp = recipe.train
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision=resolve_mixed_precision(hp.mixed_precision),
+        # ACCELERATE_USE_CPU (set by `accelerate launch --cpu` and accelerate.debug_launcher) is honoured only when
+        # passed explicitly: Accelerator(cpu=False) would start one single-process run per launched process
+        cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(hp.mixed_precision),
                                   gradient_accumulation_steps=hp.grad_accum_steps,
                                   dataloader_config=DataLoaderConfiguration(split_batches=True,
                                                                             use_seedable_sampler=True))
@@ -114,7 +118,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     load = load_segmentation_data if seg else load_classification_data
     train_data = train_data if train_data is not None else load(d.dataset, d.train_split, d.image_column, d.label_column)
     val_data = val_data if val_data is not None else load(d.dataset, d.val_split, d.image_column, d.label_column)
-    num_classes = recipe.model.num_classes or train_data.num_classes
+    num_classes = recipe.model.num_classes or (len(train_data.segmentation_classes) if seg else train_data.num_classes)
 
     # -- model and mask -----------------------------------------------------------------------------------------
     ticket_dir, px_config = None, None
@@ -236,7 +240,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
         enforcer.after_step()
         enforcer.remove()
     final = dict(state["history"][-1]) if state["history"] else {}
-    result = FinetuneResult(out, final, state["history"], bare, mask, recipe, ticket_dir)
+    result = FinetuneResult(out, final, state["history"], bare, mask, recipe, ticket_dir, num_processes=world)
     if accelerator.is_main_process:
         result.ticket_dir = _write_results(result, px_config, train_data, val_data, time.time() - t_start, push_to,
                                            data_config)
@@ -310,7 +314,8 @@ def prune_for_recipe(recipe: Recipe, model: nn.Module, train_data, num_classes: 
         size = recipe.augment.input_size
         tf = eval_transform({"input_size": (3, size, size), "mean": IMAGENET_DEFAULT_MEAN,
                              "std": IMAGENET_DEFAULT_STD, "crop_pct": 1.0})
-        net, targets = BackboneProbe(model.backbone, num_classes, seed=p.seed), BackboneProbe.prune_targets()
+        # probe outputs: the image-level (foreground) classes of the pruning split
+        net, targets = BackboneProbe(model.backbone, train_data.num_classes, seed=p.seed), BackboneProbe.prune_targets()
     else:
         tf = eval_transform(_data_config(model, recipe))
         net, targets = model, None
@@ -446,7 +451,7 @@ def _write_results(res: FinetuneResult, px_config, train_data, val_data, seconds
         files["mask"] = out / "mask.safetensors"
     summary = {"recipe": recipe.name, "recipe_hash": recipe.hash(), "final": res.metrics, "history": res.history,
                "train_examples": len(train_data), "val_examples": len(val_data), "seconds": round(seconds, 1),
-               "sparsity": res.mask.sparsity() if res.mask is not None else 0.0}
+               "num_processes": res.num_processes, "sparsity": res.mask.sparsity() if res.mask is not None else 0.0}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     files["metrics"] = out / "metrics.json"
     if res.history:

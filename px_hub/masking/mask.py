@@ -104,7 +104,7 @@ class Mask(Mapping[str, torch.Tensor]):
         return 1.0 - self.density()
 
     def layer_density(self) -> dict[str, float]:
-        return {k: float(m.float().mean()) for k, m in self._m.items()}
+        return {k: int(m.sum()) / m.numel() for k, m in self._m.items()}
 
     def report(self) -> list[LayerReport]:
         rows = []

@@ -113,9 +113,11 @@ def synflow_l2(ctx: ScoringContext) -> dict[str, torch.Tensor]:
 
 
 @register_method("ntk_sap", needs_data=False, default_rounds=100, paper="Wang et al., NTK-SAP, ICLR 2023",
-                 description="|∂/∂m Σ‖f(x;θ⊙m) − f(x;(θ+εξ)⊙m)‖²| at a fresh random init and random inputs")
-def ntk_sap(ctx: ScoringContext, epsilon: float = 0.01, resamples: int = 1) -> dict[str, torch.Tensor]:
+                 description="|∂/∂m Σ‖f(x;θ⊙m) − f(x;(θ+εξ)⊙m)‖²| at a fresh random init and random inputs",
+                 options={"epsilon": 0.01, "resamples": 1})
+def ntk_sap(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     """NTK-SAP on a private copy (it re-initialises weights; the caller's model is never touched)."""
+    epsilon, resamples = float(ctx.options["epsilon"]), int(ctx.options["resamples"])
     g = ctx.generator()
     names = list(ctx.targets)
     mvars = {n: ctx.mask[n].to(ctx.dtype).clone().requires_grad_(True) for n in names}

@@ -28,6 +28,7 @@ class ScoringContext:
     input_shape: tuple[int, ...]           # one sample's shape, e.g. (3, 32, 32)
     seed: int = 0
     round: int = 0
+    options: dict = field(default_factory=dict)  # the method's resolved options
     reduce_sum: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
     gather_by_id: Callable[[dict[int, torch.Tensor]], list[torch.Tensor]] = field(
         default=lambda d: [d[k] for k in sorted(d)])

@@ -10,11 +10,17 @@ forward+backward of K at batch 1 per round is exact (the spec's "useful facts").
 
 Across processes, each rank computes Z1 of its own whole batches, *per batch*; the per-batch vectors are
 gathered and summed in global batch order (float64), so any process count gives bit-identical scores.
+
+Option ``k_batch``: ``"one"`` (default for ``px``) is the batch-1 K above; ``"full"`` (default for
+``px_official``) evaluates K on a batch of ones as large as each data batch and R = Σ z1 ⊙ z2, the official
+code's arithmetic, which reproduces its float32 rounding and hence its 100-round masks bit for bit. The two are
+equal in exact arithmetic; they differ only by rounding, which 100 rounds of iterative PX amplify.
 """
 from __future__ import annotations
 
 import torch
 
+from ..errors import InvalidArgumentError
 from ..masking.targets import weighted_modules
 from .context import ScoringContext
 from .registry import register_method
@@ -49,61 +55,63 @@ def _view_params(ctx: ScoringContext):
     return a, j, k, leaves
 
 
-def _px_scores(ctx: ScoringContext, k_batch_stats: bool, exact: bool = False) -> dict[str, torch.Tensor]:
+def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tensor]:
+    k_batch = ctx.options.get("k_batch", "one")
     a_params, j_params, k_params, leaves = _view_params(ctx)
-    if exact:
-        return _px_scores_official_arithmetic(ctx, k_batch_stats, a_params, j_params, k_params, leaves)
-    per_batch: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        for bid, (x, _y) in zip(ctx.batch_ids, ctx.batches):
-            rec = GateRecorder()
-            with rec:
-                ctx.call(a_params, x)
-            rep = GateReplayer(rec.gates, batch_stats=True)
-            with rep:
-                z1 = ctx.call(j_params, x.pow(2))
-            rep.finish()
-            per_batch[bid] = z1.sum(dim=0, dtype=torch.float64)
-    parts = ctx.gather_by_id(per_batch)
-    if not parts:
-        raise RuntimeError("PX needs at least one pruning batch")
-    z1_total = parts[0].clone()
-    for p in parts[1:]:
-        z1_total += p
-    ones = torch.ones((1, *ctx.input_shape), device=ctx.device, dtype=ctx.dtype)
-    with Linearizer(batch_stats=k_batch_stats):
-        z2 = ctx.call(k_params, ones)
-    r = (z1_total.to(z2.dtype) * z2[0]).sum()
     names = list(leaves)
-    grads = torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)
+    if k_batch == "one":
+        per_batch: dict[int, torch.Tensor] = {}
+        for bid, (x, _y) in zip(ctx.batch_ids, ctx.batches):
+            per_batch[bid] = _path_activations(ctx, a_params, j_params, x).sum(dim=0, dtype=torch.float64)
+        parts = ctx.gather_by_id(per_batch)
+        if not parts:
+            raise RuntimeError("PX needs at least one pruning batch")
+        z1_total = parts[0].clone()
+        for p in parts[1:]:
+            z1_total += p
+        ones = torch.ones((1, *ctx.input_shape), device=ctx.device, dtype=ctx.dtype)
+        with Linearizer(batch_stats=k_batch_stats):
+            z2 = ctx.call(k_params, ones)
+        r = (z1_total.to(z2.dtype) * z2[0]).sum()
+        grads = dict(zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)))
+    elif k_batch == "full":
+        # The official code's arithmetic: K on a batch of ones as large as each data batch, R = Σ z1 ⊙ z2 per
+        # batch. Costs a full forward+backward of K per batch, but reproduces the official float32 rounding
+        # (which iterative PX amplifies: see README, "PX is chaotic in float rounding").
+        acc = {n: torch.zeros_like(v, dtype=torch.float64) for n, v in leaves.items()}
+        for x, _y in ctx.batches:
+            z1 = _path_activations(ctx, a_params, j_params, x)
+            with Linearizer(batch_stats=k_batch_stats):
+                z2 = ctx.call(k_params, torch.ones_like(x))
+            r = (z1 * z2).sum()
+            for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
+                if g is not None:
+                    acc[n] += g
+        grads = {n: ctx.reduce_sum(acc[n]).to(leaves[n].dtype) for n in names}
+    else:
+        raise InvalidArgumentError(f"PX option k_batch must be 'one' or 'full', got {k_batch!r}")
     out = {}
-    for n, g in zip(names, grads):
+    for n in names:
         w = ctx.masked(n).detach()
+        g = grads.get(n)
         out[n] = torch.zeros_like(w) if g is None else g.abs() * w.pow(2)
     return out
 
 
-def _px_scores_official_arithmetic(ctx, k_batch_stats, a_params, j_params, k_params, leaves):
-    grads = {n: torch.zeros_like(v) for n, v in leaves.items()}
-    names = list(leaves)
-    for x, _y in ctx.batches:
-        with torch.no_grad():
-            rec = GateRecorder()
-            with rec:
-                ctx.call(a_params, x)
-            rep = GateReplayer(rec.gates, batch_stats=True)
-            with rep:
-                z1 = ctx.call(j_params, x.pow(2))
-        with Linearizer(batch_stats=k_batch_stats):
-            z2 = ctx.call(k_params, torch.ones_like(x))
-        r = (z1 * z2).sum()
-        for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
-            if g is not None:
-                grads[n] += g
-    return {n: grads[n].abs() * ctx.masked(n).detach().pow(2) for n in names}
+@torch.no_grad()
+def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor) -> torch.Tensor:
+    """z1 = J(x²) with A's gates (A: the real masked network on x, eval mode). No gradient flows through J."""
+    rec = GateRecorder()
+    with rec:
+        ctx.call(a_params, x)
+    rep = GateReplayer(rec.gates, batch_stats=True)
+    with rep:
+        z1 = ctx.call(j_params, x.pow(2))
+    rep.finish()
+    return z1
 
 
-@register_method("px", needs_data=True, default_rounds=100,
+@register_method("px", needs_data=True, default_rounds=100, options={"k_batch": "one"},
                  paper="Iurada et al., Finding Lottery Tickets in Vision Models via Data-driven Spectral Foresight "
                        "Pruning, CVPR 2024",
                  description="PX: path kernel (K, BatchNorm in eval mode: well-posed) x path activations (J)")
@@ -112,7 +120,7 @@ def px(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return _px_scores(ctx, k_batch_stats=False)
 
 
-@register_method("px_official", needs_data=True, default_rounds=100,
+@register_method("px_official", needs_data=True, default_rounds=100, options={"k_batch": "full"},
                  paper="Iurada et al., CVPR 2024 (official code, commit ed6c40e)",
                  description="PX as the official code computes it (K with batch statistics: float32-noise dominated)")
 def px_official(ctx: ScoringContext) -> dict[str, torch.Tensor]:

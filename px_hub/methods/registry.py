@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UnknownNameError
+from ..errors import InvalidArgumentError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,16 @@ class MethodInfo:
     signed: bool = False  # scores may be negative (pruned weights are then scored -inf, never revived)
     paper: str = ""
     description: str = ""
+    options: dict = field(default_factory=dict)  # method options and their defaults
+
+    def resolve_options(self, given: dict | None) -> dict:
+        given = dict(given or {})
+        unknown = set(given) - set(self.options)
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise InvalidArgumentError(
+                f"method {self.name} has no option {sorted(unknown)[0]!r} (its options: {known})")
+        return {**self.options, **given}
 
     @property
     def iterative(self) -> bool:
@@ -30,14 +40,14 @@ _REGISTRY: dict[str, MethodInfo] = {}
 
 
 def register_method(name: str, *, needs_data: bool, default_rounds: int, signed: bool = False, paper: str = "",
-                    description: str = ""):
+                    description: str = "", options: dict | None = None):
     """Decorator: ``@register_method("px", needs_data=True, default_rounds=100)``."""
 
     def deco(fn):
         if name in _REGISTRY:
             raise ValueError(f"scoring method {name!r} is already registered")
         _REGISTRY[name] = MethodInfo(name, fn, needs_data, default_rounds, signed, paper,
-                                     description or (fn.__doc__ or "").strip().split("\n")[0])
+                                     description or (fn.__doc__ or "").strip().split("\n")[0], dict(options or {}))
         return fn
 
     return deco
