@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -87,6 +88,7 @@ def run_one(a, method: str, sparsity: float, seed: int, train, runs: Path) -> di
     row.update(top1=out.metrics["top_1_accuracy"], top5=out.metrics["top_5_accuracy"],
                train_seconds=round(time.time() - t1, 1), history=out.history)
     path.write_text(json.dumps(row, indent=1))
+    shutil.rmtree(runs / key, ignore_errors=True)  # keep the record, not the weights/checkpoints
     return row
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .errors import DataError, InvalidArgumentError, require_sparsity
+from .errors import DataError, InvalidArgumentError, LayerCollapseError, require_sparsity
 from .masking import Mask, PruneTargets, sparsity_schedule
 from .masking.targets import as_targets
 from .methods import ScoringContext, get_method
@@ -160,6 +160,10 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             ctx = _context(model, params, mask, bs, ids, shape, seed, r, options)
             scores = _round_scores(info, ctx)
             mask = Mask.from_scores(scores, s_r, scope)
+            if mask.kept() == 0:
+                raise LayerCollapseError(
+                    f"{info.name} emptied the whole mask at round {r + 1} of {r_total} (its scores on the remaining "
+                    "weights tie at the threshold, e.g. all zero); use fewer rounds, a lower sparsity or another method")
             history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
                             "seconds": round(time.perf_counter() - tr, 4)})
             bar.set_postfix(density=f"{mask.density():.4f}")

@@ -57,6 +57,15 @@ def ref_model(ref_dir):
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_threads():
+def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture()
+def one_thread():
+    """Run a test's torch ops on one thread (stable timing and summation order on the shared 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,12 +16,7 @@ from px_hub.analysis import (analyze, collapse_warnings, compare_spectra, empiri
 from px_hub.errors import InvalidArgumentError, PxHubError, UnsupportedModelError
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp() -> nn.Sequential:

@@ -13,12 +13,6 @@ from px_hub.cli.main import main
 from px_hub.errors import UnknownNameError
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_compare_resnet20_three_methods(tmp_path, capsys):

@@ -10,12 +10,6 @@ import px_hub
 from px_hub.cli.main import main
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
 
 
 def _make_ticket(folder):

@@ -12,12 +12,7 @@ from px_hub.errors import (InvalidArgumentError, IntegrityError, PxHubError, Unk
                            WeightsUnavailableError)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_every_family():

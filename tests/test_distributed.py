@@ -73,12 +73,7 @@ def _worker(case: str, out_dir: str):
     mask.save(os.path.join(out_dir, f"{case}_rank{rank}.safetensors"))
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("case", ["ref", "timm"])

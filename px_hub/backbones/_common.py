@@ -45,8 +45,9 @@ def resolve_file(path_or_repo_file: str, what: str) -> tuple[str, dict[str, Any]
         return p, {"source": "file", "id": os.path.abspath(p), "revision": None}
     spec, _, revision = path_or_repo_file.partition("@")
     parts = spec.split("/")
-    if len(parts) < 3:
-        raise WeightsUnavailableError(f"{what}: {path_or_repo_file!r} is neither a file nor OWNER/REPO/FILE on the Hub")
+    if len(parts) < 3 or p.startswith((os.sep, ".")) or not all(parts[:2]):
+        raise WeightsUnavailableError(f"{what}: {path_or_repo_file!r} is neither an existing file nor OWNER/REPO/FILE "
+                                      "on the Hub; check the path")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     hit = cached_hub_file(repo_id, [filename], revision or None)
     if hit is None:

@@ -139,8 +139,8 @@ def ntk_sap(ctx: ScoringContext) -> dict[str, torch.Tensor]:
             x = torch.randn((batch, *ctx.input_shape), generator=g, dtype=torch.float32).to(ctx.device, ctx.dtype)
             noise = {n: epsilon * torch.randn(init[n].shape, generator=g, dtype=torch.float32).to(ctx.device, ctx.dtype)
                      for n in names}
-            # BN statistics reset and estimated on this input (momentum 1), with the unperturbed weights
-            base = {n: init[n] for n in init}
+            # BN statistics reset and estimated on this input (momentum 1) by the masked, unperturbed network
+            base = {n: init[n] * ctx.mask[n].to(ctx.dtype) if n in ctx.mask else init[n] for n in init}
             for mod in work.modules():
                 if isinstance(mod, BATCHNORM_TYPES) and mod.track_running_stats:
                     mod.reset_running_stats()
