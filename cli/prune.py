@@ -83,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
     from px_hub.backbones import load_backbone
     from px_hub.cli.hub import maybe_push
     from px_hub.data import PruningSplit, eval_transform, load_image_dataset
-    from px_hub.distributed import shard
+    from px_hub.distributed import cpu_requested, shard
     from px_hub.hub import save_ticket
     from px_hub.masking import PruneTargets
 
-    state = PartialState()
+    state = PartialState(cpu=cpu_requested())
     main = state.is_main_process
     say = (lambda *a: print(*a, file=sys.stderr)) if main and not args.quiet else (lambda *a: None)
     model_name = args.model or OFFLINE_DEFAULT_MODEL

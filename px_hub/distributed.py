@@ -2,8 +2,17 @@
 (``accelerate launch``, ``torchrun``; gloo on CPU, NCCL on GPUs); a no-op in a single process."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
+
+
+def cpu_requested() -> bool:
+    """``ACCELERATE_USE_CPU`` (set by ``accelerate launch --cpu``, ``accelerate.debug_launcher``, or by hand).
+    accelerate (1.15) honours it only when passed explicitly: ``PartialState()``/``Accelerator()`` would otherwise
+    report one process per launched process on CPU although torch.distributed spans them all."""
+    return os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
 
 
 def rank_world() -> tuple[int, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -146,6 +147,10 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
     if shape is None:
         raise DataError("cannot infer the input shape: pass pruning batches or input_shape=(C, H, W)")
     rank, world = distributed.rank_world()
+    warns = _zero_gamma_warnings(model)
+    for w in warns:
+        if rank == 0:
+            warnings.warn(w, stacklevel=2)
     history: list[dict] = []
     t0 = time.perf_counter()
     with _eval_mode(model):
@@ -186,6 +191,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                        "density": rw.density, "alive_outputs": rw.alive_outputs, "outputs": rw.outputs}
                       for rw in mask.report()],
         "collapsed_layers": collapsed,
+        "warnings": warns,
         "num_batches": len(bs) if world == 1 else None,
         "processes": world,
         "seconds": round(seconds, 3),
@@ -193,6 +199,20 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
         "versions": library_versions(),
     }
     return PruneResult(mask, record, history)
+
+
+def _zero_gamma_warnings(model: nn.Module) -> list[str]:
+    """BatchNorm layers whose scale is all zero (timm's ``zero_init_last`` random init) block every path through
+    them: NTK-based scores of the layers feeding them are exactly zero and iterative methods remove those layers."""
+    from .masking.targets import BATCHNORM_TYPES
+
+    zero = [n for n, m in model.named_modules()
+            if isinstance(m, BATCHNORM_TYPES) and m.affine and m.weight is not None and not torch.any(m.weight != 0)]
+    if not zero:
+        return []
+    return [f"{len(zero)} BatchNorm layer(s) have all-zero scale (e.g. {zero[0]}; timm's zero_init_last random init): "
+            "paths through them carry nothing, so data/NTK-based scores of the layers before them are zero and those "
+            "layers get pruned away. Prune pretrained weights, or create the model with zero_init_last=False."]
 
 
 def library_versions() -> dict[str, str]:

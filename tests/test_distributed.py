@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from _launch import run_processes
 import torch
 
 import px_hub
@@ -78,10 +79,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("case", ["ref", "timm"])
 def test_two_process_masks_equal_single_process(case, tmp_path):
-    from accelerate import debug_launcher
-
     reference_dir()  # skips when the fixtures are absent
-    debug_launcher(_worker, args=(case, str(tmp_path)), num_processes=2)
+    run_processes(_worker, args=(case, str(tmp_path)), num_processes=2)
     m0 = Mask.load(tmp_path / f"{case}_rank0.safetensors")
     m1 = Mask.load(tmp_path / f"{case}_rank1.safetensors")
     _, batches = CASES[case][0]()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _launch import run_processes
 import torch
 from safetensors.torch import load_file
 
@@ -71,9 +72,7 @@ def _train_two_ranks(out: str) -> None:
 
 
 def test_mask_hooks_hold_under_ddp(tmp_path):
-    from accelerate import debug_launcher
-
-    debug_launcher(_hooks_only_grads, args=(str(tmp_path),), num_processes=2)
+    run_processes(_hooks_only_grads, args=(str(tmp_path),), num_processes=2)
     rows = [json.loads((tmp_path / f"hooks_{r}.json").read_text()) for r in (0, 1)]
     assert all(r["ddp"] == "DistributedDataParallel" and r["world"] == 2 for r in rows)
     assert [r["pruned_nonzero"] for r in rows] == [0, 0]
@@ -81,11 +80,9 @@ def test_mask_hooks_hold_under_ddp(tmp_path):
 
 
 def test_two_processes_same_weights_and_mask(tmp_path):
-    from accelerate import debug_launcher
-
     import px_hub
 
-    debug_launcher(_train_two_ranks, args=(str(tmp_path),), num_processes=2)
+    run_processes(_train_two_ranks, args=(str(tmp_path),), num_processes=2)
     w0, w1 = load_file(str(tmp_path / "w_0.safetensors")), load_file(str(tmp_path / "w_1.safetensors"))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     m0, m1 = px_hub.Mask.load(tmp_path / "mask_0.safetensors"), px_hub.Mask.load(tmp_path / "mask_1.safetensors")

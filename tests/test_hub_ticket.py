@@ -37,7 +37,6 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    torch.set_num_threads(1)
     model = tiny_model()
     mask = random_mask(model, 0.9)
     before = {k: v.clone() for k, v in model.state_dict().items()}

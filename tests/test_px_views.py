@@ -13,8 +13,6 @@ import px_hub
 from px_hub.errors import UnsupportedModelError
 from px_hub.methods.views import GateRecorder, GateReplayer
 
-torch.set_num_threads(2)
-
 
 def _batch(n=8, size=64, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..distributed import cpu_requested
 from ..errors import DataError, InvalidArgumentError, OutputExistsError
 from ..masking import Mask
 from .datasets import IGNORE_INDEX, TrainSet, load_classification_data, load_segmentation_data, subset_indices
@@ -97,10 +98,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     out = Path(output_dir or Path("runs") / f"{recipe.name}-{recipe.hash()}")
     hp = recipe.train
     if accelerator is None:
-        # ACCELERATE_USE_CPU (set by `accelerate launch --cpu` and accelerate.debug_launcher) is honoured only when
-        # passed explicitly: Accelerator(cpu=False) would start one single-process run per launched process
-        cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-        accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_mixed_precision(hp.mixed_precision),
+        accelerator = Accelerator(cpu=cpu_requested(), mixed_precision=resolve_mixed_precision(hp.mixed_precision),
                                   gradient_accumulation_steps=hp.grad_accum_steps,
                                   dataloader_config=DataLoaderConfiguration(split_batches=True,
                                                                             use_seedable_sampler=True))
