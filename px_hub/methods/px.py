@@ -60,8 +60,12 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
     a_params, j_params, k_params, leaves = _view_params(ctx)
     names = list(leaves)
     if k_batch == "one":
+        # channels_last: oneDNN's fast convolution layout on CPU (~1.8x here), also good for cuDNN. It changes the
+        # rounding, which is why the official-arithmetic path below keeps the default layout.
+        a_params, j_params = _channels_last(a_params), _channels_last(j_params)
         per_batch: dict[int, torch.Tensor] = {}
         for bid, (x, _y) in zip(ctx.batch_ids, ctx.batches):
+            x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
             per_batch[bid] = _path_activations(ctx, a_params, j_params, x).sum(dim=0, dtype=torch.float64)
         parts = ctx.gather_by_id(per_batch)
         if not parts:
@@ -96,6 +100,10 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
         g = grads.get(n)
         out[n] = torch.zeros_like(w) if g is None else g.abs() * w.pow(2)
     return out
+
+
+def _channels_last(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in params.items()}
 
 
 @torch.no_grad()
