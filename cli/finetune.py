@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. optim.lr=0.05")
     p.add_argument("--no-resume", action="store_true", help="fail instead of continuing an existing run")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder and start over")
-    p.add_argument("--push", metavar="REPO_ID", help="push the trained ticket to this Hub repo")
     p.add_argument("--no-progress", action="store_true")
+    from px_hub.cli.hub import add_push_arguments
+
+    add_push_arguments(p)  # --push [--repo-id ID] [--private] [--revision BRANCH], as on `px-hub prune`
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,12 +37,19 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides)
     mask = Mask.load(args.mask) if args.mask else None
     res = finetune(recipe, output_dir=args.output, ticket=args.ticket, mask=mask, resume=not args.no_resume,
-                   overwrite=args.overwrite, push_to=args.push, progress=not args.no_progress)
-    from accelerate import PartialState
+                   overwrite=args.overwrite, progress=not args.no_progress)
+    from px_hub.cli.hub import maybe_push
+    from px_hub.distributed import is_main_process
 
-    if PartialState().is_main_process:
+    if is_main_process():
         shown = " ".join(f"{k}={v}" for k, v in res.metrics.items() if k not in ("epoch", "step", "seconds"))
         print(f"{res.output_dir}: {shown}" + (f" (ticket: {res.ticket_dir})" if res.ticket_dir else ""))
+        if args.push:
+            if not res.ticket_dir:
+                from px_hub.errors import InvalidArgumentError
+
+                raise InvalidArgumentError("--push needs a ticket: pass --ticket, or --model with a prune record")
+            maybe_push(args, res.ticket_dir)
     return 0
 
 

@@ -12,6 +12,13 @@ from matplotlib.figure import Figure
 
 from .ntk import NTKSpectrum
 
+
+def _wrap(title: str, width: int = 70) -> str:
+    """Long titles wrap instead of running off the figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, width)) or title
+
 _PNG_METADATA = {"Software": None}
 
 
@@ -50,7 +57,7 @@ def plot_layer_density(series: Mapping[str, Sequence[dict]], path: str | os.Path
     _grouped_bars(ax, series, "density", 100.0)
     ax.set_ylabel("weights kept (%)")
     ax.set_xlabel("layer (network order)")
-    ax.set_title(title or "Per-layer density")
+    ax.set_title(_wrap(title or "Per-layer density"))
     ax.set_ylim(0, 118)
     ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 6))
     return _save(fig, path)
@@ -69,7 +76,7 @@ def plot_alive_outputs(series: Mapping[str, Sequence[dict]], path: str | os.Path
                     ha="center", va="bottom", fontsize=6)
     ax.set_ylabel("alive output units (%)")
     ax.set_xlabel("layer (network order)")
-    ax.set_title(title or "Per-layer remaining output units (unit alive while any weight is kept)")
+    ax.set_title(_wrap(title or "Per-layer remaining output units (unit alive while any weight is kept)"))
     ax.set_ylim(0, 130 if len(series) == 1 else 118)
     ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 6))
     return _save(fig, path)
@@ -93,7 +100,7 @@ def plot_spectra(spectra: Mapping[str, NTKSpectrum], path: str | os.PathLike, ti
     ax.set_xlabel("eigenvalue index (descending)")
     ax.set_ylabel("eigenvalue of empirical NTK")
     any_sp = next(iter(spectra.values()))
-    ax.set_title(title or f"NTK eigenspectrum ({any_sp.samples} samples x {len(any_sp.outputs)} outputs)")
+    ax.set_title(_wrap(title or f"NTK eigenspectrum ({any_sp.samples} samples x {len(any_sp.outputs)} outputs)"))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)

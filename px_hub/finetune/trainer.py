@@ -267,15 +267,8 @@ def build_model(recipe: Recipe, num_classes: int) -> tuple[nn.Module, dict]:
 
 
 def _load_backbone(name: str, num_classes: int | None, pretrained: bool):
-    try:
-        from ..backbones import load_backbone
-    except ImportError:  # px_hub.backbones not landed yet: plain timm (FALLBACK, remove once backbones exists)
-        import timm
-        from types import SimpleNamespace
+    from ..backbones import load_backbone
 
-        model = timm.create_model(name.removeprefix("timm/"), pretrained=pretrained,
-                                  **({"num_classes": num_classes} if num_classes else {}))
-        return SimpleNamespace(model=model, data_config=timm.data.resolve_data_config(model=model), info={})
     return load_backbone(name, num_classes=num_classes, pretrained=pretrained)
 
 
