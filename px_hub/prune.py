@@ -194,6 +194,10 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
         "warnings": warns,
         "num_batches": len(bs) if world == 1 else None,
         "processes": world,
+        # CPU kernels sum in a thread-count-dependent order and iterative methods amplify rounding: a mask is
+        # reproducible for the same device, process layout and threads per process (see README).
+        "torch_threads": torch.get_num_threads(),
+        "device": str(next(model.parameters()).device),
         "seconds": round(seconds, 3),
         "mask_sha256": mask.sha256(),
         "versions": library_versions(),
