@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from px_hub import prune_with_record
     from px_hub.backbones import load_backbone
     from px_hub.cli.hub import maybe_push
-    from px_hub.data import PruningSplit, eval_transform, load_image_dataset
+    from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches
     from px_hub.distributed import cpu_requested, shard
     from px_hub.hub import save_ticket
     from px_hub.masking import PruneTargets
@@ -110,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
     say(f"px-hub: {model_name} ({sum(p.numel() for p in loaded.model.parameters()):,} parameters) on "
         f"{data_name}/{args.split}: {split.num_samples} images ({args.k} per class x {split.num_classes} classes), "
         f"{info.name} to sparsity {args.sparsity} on {state.num_processes} process(es)")
-    from px_hub.data import make_batches
-
     batches = make_batches(dataset, split.indices, eval_transform(loaded.data_config), args.batch_size,
                            progress=main and not args.quiet)
     mine, ids = shard(batches, state.process_index, state.num_processes)

@@ -67,14 +67,23 @@ def _prepare_batches(batches, model: nn.Module, batch_ids: Sequence[int] | None)
     return out, list(batch_ids)
 
 
-def _context(model, targets, mask, batches, batch_ids, input_shape, seed, rnd, options) -> ScoringContext:
-    params = targets.select(model) if isinstance(targets, PruneTargets) else targets
+def _context(model, params, mask, batches, batch_ids, input_shape, seed, rnd, options) -> ScoringContext:
     dev = next(model.parameters()).device
     return ScoringContext(
         model=model, targets=params, mask={k: mask[k].to(dev) for k in params}, batches=batches,
         batch_ids=batch_ids, input_shape=input_shape, seed=seed, round=rnd, options=options,
         reduce_sum=distributed.all_reduce_sum, gather_by_id=distributed.gather_by_id,
     )
+
+
+def _setup(model, batches, method, method_options, batch_ids, input_shape):
+    """What score() and prune() both need: the method, its options, this process's batches and the input shape."""
+    info = get_method(method)
+    options = info.resolve_options(method_options)
+    bs, ids = _prepare_batches(batches, model, batch_ids)
+    if info.needs_data and not bs and distributed.rank_world()[1] == 1:
+        raise DataError(f"method {info.name} needs pruning data: pass at least one (inputs, labels) batch")
+    return info, options, bs, ids, _input_shape(bs, input_shape)
 
 
 def _input_shape(batches, input_shape):
@@ -101,16 +110,11 @@ def score(model: nn.Module, batches: Iterable | None, method: str = "px", mask: 
           input_shape: Sequence[int] | None = None, method_options: dict | None = None) -> dict[str, torch.Tensor]:
     """One round of ``method`` on ``model`` (masked by ``mask``): parameter name -> score tensor (CPU, float32).
     Never changes the model's weights, BatchNorm statistics or train/eval mode."""
-    info = get_method(method)
-    options = info.resolve_options(method_options)
-    tg = as_targets(targets)
-    bs, ids = _prepare_batches(batches, model, None)
-    if info.needs_data and not bs:
-        raise DataError(f"method {info.name} needs pruning data: pass at least one (inputs, labels) batch")
+    info, options, bs, ids, shape = _setup(model, batches, method, method_options, None, input_shape)
     with _eval_mode(model):
-        params = tg.select(model)
+        params = as_targets(targets).select(model)
         m = mask if mask is not None else Mask.ones(params)
-        ctx = _context(model, params, m, bs, ids, _input_shape(bs, input_shape), seed, 0, options)
+        ctx = _context(model, params, m, bs, ids, shape, seed, 0, options)
         return {k: v.cpu() for k, v in _round_scores(info, ctx).items()}
 
 
@@ -131,21 +135,14 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                       fail_on_collapse: bool = False, progress: bool = True, *,
                       batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,
                       initial_mask: Mask | None = None, method_options: dict | None = None) -> PruneResult:
-    info = get_method(method)
-    options = info.resolve_options(method_options)
     s = require_sparsity(sparsity)
     if scope not in ("global", "local"):
         raise InvalidArgumentError(f"scope must be 'global' or 'local', got {scope!r}")
+    tg = as_targets(targets)
+    info, options, bs, ids, shape = _setup(model, batches, method, method_options, batch_ids, input_shape)
     r_total = info.default_rounds if rounds is None else int(rounds)
     if r_total < 1:
         raise InvalidArgumentError(f"rounds must be >= 1, got {rounds}")
-    tg = as_targets(targets)
-    bs, ids = _prepare_batches(batches, model, batch_ids)
-    if info.needs_data and not bs and distributed.rank_world()[1] == 1:
-        raise DataError(f"method {info.name} needs pruning data: pass at least one (inputs, labels) batch")
-    shape = _input_shape(bs, input_shape) if bs or input_shape else None
-    if shape is None:
-        raise DataError("cannot infer the input shape: pass pruning batches or input_shape=(C, H, W)")
     rank, world = distributed.rank_world()
     warns = _zero_gamma_warnings(model)
     for w in warns:

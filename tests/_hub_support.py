@@ -217,6 +217,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(404, f"Invalid rev id: {rev}", "RevisionNotFound", head_only)
         return None
 
+    def _at_revision(self, repo_id: str, rev: str, write: bool = False, head_only: bool = False):
+        """(repo, commit oid) for a request, or None after sending the error response."""
+        r = self._repo_for_write(repo_id) if write else self._repo_for_read(repo_id, head_only)
+        if r is None:
+            return None
+        oid = self._resolve(r, rev, head_only)
+        return None if oid is None else (r, oid)
+
     # -- routing ------------------------------------------------------------------------------------------------
     def do_GET(self):
         self._route("GET")
@@ -321,12 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"errors": [], "warnings": []})
 
     def _model_info(self, method, query, repo, rev="main"):
-        r = self._repo_for_read(repo)
-        if r is None:
+        at = self._at_revision(repo, rev)
+        if at is None:
             return
-        oid = self._resolve(r, rev)
-        if oid is None:
-            return
+        r, oid = at
         files = r.commits[oid][1]
         blobs = query.get("blobs", ["false"])[0].lower() in ("1", "true")
         siblings = []
@@ -343,12 +349,10 @@ class _Handler(BaseHTTPRequestHandler):
                          "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z"})
 
     def _tree(self, method, query, repo, rev, sub=""):
-        r = self._repo_for_read(repo)
-        if r is None:
+        at = self._at_revision(repo, rev)
+        if at is None:
             return
-        oid = self._resolve(r, rev)
-        if oid is None:
-            return
+        r, oid = at
         sub = unquote(sub).strip("/")
         recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
         entries, folders = [], set()
@@ -368,12 +372,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, entries)
 
     def _preupload(self, method, query, repo, rev):
-        r = self._repo_for_write(repo)
-        if r is None:
+        at = self._at_revision(repo, rev, write=True)
+        if at is None:
             return
-        oid = self._resolve(r, rev)
-        if oid is None:
-            return
+        r, oid = at
         current = r.commits[oid][1]
         files = json.loads(self._body())["files"]
         out = []
@@ -471,12 +473,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _resolve_file(self, method, query, repo, rev, file):
         head = method == "HEAD"
-        r = self._repo_for_read(repo, head)
-        if r is None:
+        at = self._at_revision(repo, rev, head_only=head)
+        if at is None:
             return
-        oid = self._resolve(r, rev, head)
-        if oid is None:
-            return
+        r, oid = at
         e = r.commits[oid][1].get(unquote(file))
         if e is None:
             return self._error(404, "Entry not found", "EntryNotFound", head)

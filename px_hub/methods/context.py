@@ -46,10 +46,19 @@ class ScoringContext:
         g.manual_seed((self.seed * 1_000_003 + self.round * 7919 + salt) % (2**63))
         return g
 
+    _float_masks: dict = field(default_factory=dict, repr=False)
+
+    def float_mask(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """The mask of a target as 0/1 values of ``dtype`` (converted once per round, then reused by every view)."""
+        key = (name, dtype)
+        if key not in self._float_masks:
+            self._float_masks[key] = self.mask[name].to(dtype)
+        return self._float_masks[key]
+
     def masked(self, name: str, value: torch.Tensor | None = None) -> torch.Tensor:
         """``value ⊙ m`` for a target (default value: the parameter itself)."""
         v = self.targets[name] if value is None else value
-        return v * self.mask[name].to(v.dtype)
+        return v * self.float_mask(name, v.dtype)
 
     def call(self, overrides: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return call_with(self.model, overrides, x)

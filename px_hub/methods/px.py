@@ -40,7 +40,7 @@ def _view_params(ctx: ScoringContext):
             j[wname] = w
             psi = w.detach().clone()
         else:
-            j[wname] = (ctx.mask[wname].to(w.dtype) if wname in ctx.targets
+            j[wname] = (ctx.float_mask(wname, w.dtype) if wname in ctx.targets
                         else torch.ones_like(mod.weight))
             psi = w.detach().pow(2)
         if wname in ctx.targets:
