@@ -13,8 +13,13 @@ on such machines; px-hub never calls them.
 Two ways in, one fix: ``import px_hub`` applies it directly; ``scripts/setup-env.sh`` also writes a one-line
 ``.pth`` file into the virtual environment that calls :func:`install_import_hook`, so ``import timm`` in any
 process of that environment (user scripts, ``accelerate launch`` workers) works too. The hook is a
-``sys.meta_path`` finder that acts only when ``torchvision`` is first imported (no cost at start-up). This file
-imports nothing but the standard library at module level, so the ``.pth`` can load it without ``px_hub``.
+``sys.meta_path`` finder that acts the first time anything looks ``torchvision`` up (no cost at start-up). That
+is an ``import torchvision`` (timm, open_clip) or only a probe: transformers asks ``importlib.util.find_spec
+("torchvision")`` when it is imported and imports torchvision much later (``transformers.image_utils``). So the
+hook applies the fix at the first look-up and then stays in ``sys.meta_path`` as a no-op: the ``.pth`` module is
+in no ``sys.modules``, and the hook is what keeps it, and with it the ``torch.library`` definitions, alive (a
+definition that is garbage-collected removes the op schema again). This file imports nothing but the standard
+library at module level, so the ``.pth`` can load it without ``px_hub``.
 """
 from __future__ import annotations
 
@@ -54,17 +59,26 @@ def ensure_torchvision_importable() -> None:
 
 
 class _TorchvisionImportHook:
-    """Applies the fix just before the first ``import torchvision``, then steps aside."""
+    """Applies the fix at the first look-up of ``torchvision`` (import or ``find_spec`` probe), then does nothing.
+
+    It stays in ``sys.meta_path`` on purpose: it holds this module, whose ``_LIBRARY`` keeps the op schemas defined.
+    """
+
+    done = False
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname == "torchvision":
-            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        if fullname == "torchvision" and not self.done:
+            self.done = True
             ensure_torchvision_importable()
         return None
 
 
 def install_import_hook() -> None:
-    if "torchvision" not in sys.modules and not any(isinstance(f, _TorchvisionImportHook) for f in sys.meta_path):
+    # One hook per process, even when the .pth runs twice (a venv's lib64 -> lib link lists site-packages twice)
+    # and each run builds its own module object (so the check is by class name, not isinstance).
+    if "torchvision" not in sys.modules and not any(
+        type(f).__name__ == _TorchvisionImportHook.__name__ for f in sys.meta_path
+    ):
         sys.meta_path.insert(0, _TorchvisionImportHook())
 
 

@@ -1,5 +1,5 @@
 """Backbone loaders behind one front door, :func:`load_backbone` (see :mod:`px_hub.backbones.registry`)."""
-from . import builtin, local, open_clip_loader, ssl, timm_loader  # noqa: F401  (register the loaders)
+from . import builtin, local, open_clip_loader, ssl, timm_loader, transformers_loader  # noqa: F401  (register the loaders)
 from ._common import HEAD_INIT
 from .builtin import map_efficientnet_lite_keys
 from .local import is_ticket_folder

@@ -28,18 +28,27 @@ def is_ticket_folder(path: Path) -> bool:
 def _from_ticket(folder: Path, num_classes: int | None, seed: int) -> LoadedModel:
     from ..hub import load_ticket
 
+    from ..hub import layouts
+
     model, mask, px_config = load_ticket(folder)
-    if num_classes is not None and num_classes != getattr(model, "num_classes", None):
-        raise InvalidArgumentError(f"ticket {folder} has a {model.num_classes}-class head and its mask covers it; "
+    n = layouts.num_classes_of(model)
+    if num_classes is not None and num_classes != n:
+        raise InvalidArgumentError(f"ticket {folder} has a {n}-class head and its mask covers it; "
                                    "load it without num_classes (fine-tuning replaces heads itself)")
     mask.apply_(model)
     cfg = json.loads((folder / "config.json").read_text())
-    info = {"source": "ticket", "id": str(folder.resolve()), "revision": None, "library": "timm",
-            "architecture": cfg.get("architecture"), "pretrained": True, "license": cfg.get("license"),
-            "num_classes": model.num_classes, "head_replaced": False, "mask_sha256": mask.sha256(),
+    library = layouts.library_of_config(cfg)
+    if library == layouts.TRANSFORMERS:
+        data_config = layouts.data_config_from_processor(layouts.read_processor(folder), model.config)
+    else:
+        data_config = timm_data_config(model)
+    license_ = cfg.get("license") or ((px_config.get("model") or {}).get("license"))
+    info = {"source": "ticket", "id": str(folder.resolve()), "revision": None, "library": library,
+            "architecture": layouts.architecture_of_config(cfg), "pretrained": True, "license": license_,
+            "num_classes": n, "head_replaced": False, "mask_sha256": mask.sha256(),
             "mask_density": mask.density(),
             "ticket": {k: px_config.get(k) for k in ("method", "sparsity", "rounds", "seed") if k in px_config}}
-    return LoadedModel(model, timm_data_config(model), info, mask=mask)
+    return LoadedModel(model, data_config, info, mask=mask)
 
 
 def _from_weights(arch: str, path: Path, num_classes: int | None, seed: int) -> LoadedModel:

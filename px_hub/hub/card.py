@@ -11,6 +11,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..errors import IntegrityError
 from ..masking import Mask
 from . import format as fmt
+from . import layouts
 
 CARD_TAGS = ["pruning", "lottery-ticket", "px", "px-hub", "sparse", "timm"]
 REPO_ID_PLACEHOLDER = "USER/REPO"
@@ -45,13 +46,15 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
     eval_results = list(results.get("eval_results") or [])
     source_id = _first(model_info, "id", "source", "model_id", "name")
     license_ = _first(model_info, "license") or _dict(config.get("pretrained_cfg")).get("license")
+    library = layouts.library_of_config(config)
+    arch = layouts.architecture_of_config(config)
 
     card_data = ModelCardData(
         model_name=(name or (repo_id.split("/")[-1] if repo_id != REPO_ID_PLACEHOLDER else folder.name))
         if eval_results else None,  # only model-index uses it
-        library_name=config.get("library") or "timm",
+        library_name=library,
         pipeline_tag="image-classification",
-        tags=[t for t in CARD_TAGS if t != "timm" or not config.get("library")] + ([px["method"]] if px.get("method") and px["method"] not in CARD_TAGS else []),
+        tags=[t for t in CARD_TAGS if t != "timm" or library == "timm"] + ([px["method"]] if px.get("method") and px["method"] not in CARD_TAGS else []),
         base_model=_hub_id(source_id),
         datasets=_unique([_hub_id(_first(data, "dataset", "id", "name"))] + [_hub_id(r.get("dataset")) for r in eval_results]) or None,
         metrics=_unique([r.get("metric") for r in eval_results]) or None,
@@ -63,11 +66,11 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
     achieved = _dict(px.get("achieved"))
     sparsity = achieved.get("sparsity", mask.sparsity())
     context = dict(
-        title=f"{config.get('architecture', 'model')} ticket at {sparsity * 100:.1f} % sparsity ({_method_label(px)})",
+        title=f"{arch or 'model'} ticket at {sparsity * 100:.1f} % sparsity ({_method_label(px)})",
         repo_id=repo_id,
-        library=config.get("library") or "timm",
+        library=library,
         loader=config.get("px_hub_loader"),
-        source_md=_source_md(source_id, model_info.get("revision"), config.get("architecture")),
+        source_md=_source_md(source_id, model_info.get("revision"), arch),
         sparsity=sparsity,
         kept=mask.kept(),
         total=mask.total(),
@@ -151,10 +154,10 @@ def describe_px_config(px: dict, config: dict | None = None) -> list[str]:
         lib = model.get("library")
         lines.append(f"Source model: `{src}`" + (f" at revision `{rev}`" if rev else "")
                      + (f" (loaded with {lib})" if lib else "") + ".")
-    arch = (config or {}).get("architecture") or model.get("architecture")
+    arch = layouts.architecture_of_config(config or {}) or model.get("architecture")
     if arch:
-        ncls = (config or {}).get("num_classes")
-        lines.append(f"Architecture: timm `{arch}`" + (f" with {ncls} output classes." if ncls is not None else "."))
+        ncls = layouts.num_classes_of_config(config or {})
+        lines.append(f"Architecture: {layouts.library_of_config(config or {})} `{arch}`" + (f" with {ncls} output classes." if ncls is not None else "."))
     if px.get("method"):
         bits = [f"Method: {_method_label(px)} (`{px['method']}`)"]
         if px.get("sparsity") is not None:

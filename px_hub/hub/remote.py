@@ -162,8 +162,12 @@ def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
             raise IntegrityError(f"{repo_id_at_rev}: {e} (the cached copy was removed; pull again)") from None
         model = build_model(tmp)
         mask.validate(model)
-        if not (tmp / fmt.WEIGHTS_FILE).exists():
-            fmt.save_weights(tensors, tmp / fmt.WEIGHTS_FILE)
+        if not (tmp / fmt.WEIGHTS_FILE).exists():  # in the ticket's layout (transformers: save_pretrained names)
+            from ..masking import Mask
+            from .layouts import to_file_names
+
+            fmt.save_weights(to_file_names(tensors, Mask.load_with_metadata(tmp / fmt.MASK_FILE)[1]),
+                             tmp / fmt.WEIGHTS_FILE)
         from .ticket import _load_state
 
         _load_state(model, tensors)

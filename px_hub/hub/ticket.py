@@ -16,8 +16,10 @@ from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, O
                       UnsupportedModelError)
 from ..masking import Mask
 from . import format as fmt
+from . import layouts
 
-_VERSIONED = ("px-hub", "torch", "timm", "huggingface_hub", "safetensors", "open_clip_torch", "accelerate")
+_VERSIONED = ("px-hub", "torch", "timm", "huggingface_hub", "safetensors", "open_clip_torch", "accelerate",
+              "transformers")
 
 
 def library_versions() -> dict[str, str]:
@@ -55,6 +57,7 @@ def save_ticket(
     mask.validate(model)
     tensors = fmt.masked_state_dict(model, mask)
     digest = fmt.weights_sha256(tensors)
+    layout_meta = layouts.weights_metadata(model)  # transformers layout: file key names (see layouts)
 
     cfg = _plain(dict(px_config or {}))
     if source and "model" not in cfg:
@@ -64,7 +67,7 @@ def save_ticket(
 
     def build(tmp: Path) -> None:
         _write_model_config(model, tmp / fmt.CONFIG_FILE, data_config, cfg.get("model") or {})
-        _write_weights(tmp, tensors, mask, digest)
+        _write_weights(tmp, tensors, mask, digest, mask_metadata=layout_meta)
         fmt.write_json(tmp / fmt.PX_CONFIG_FILE, cfg)
         if eval_results:
             fmt.write_json(tmp / fmt.RESULTS_FILE, {"eval_results": _check_eval_results(eval_results)})
@@ -143,7 +146,7 @@ def update_ticket(
 
 
 _RESERVED = {fmt.WEIGHTS_FILE, fmt.CONFIG_FILE, fmt.MASK_FILE, fmt.COMPACT_FILE, fmt.PX_CONFIG_FILE,
-             fmt.RESULTS_FILE, fmt.CARD_FILE, fmt.DENSITY_PLOT_FILE}
+             fmt.RESULTS_FILE, fmt.CARD_FILE, fmt.DENSITY_PLOT_FILE, layouts.PROCESSOR_FILE}
 
 
 # -- reading ----------------------------------------------------------------------------------------------------
@@ -172,6 +175,7 @@ def read_verified_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Mask]:
     dense_path, compact_path = folder / fmt.WEIGHTS_FILE, folder / fmt.COMPACT_FILE
     if dense_path.is_file():
         tensors, _ = fmt.load_weights(dense_path)
+        tensors = layouts.from_file_names(tensors, meta)
         source = dense_path
     else:
         tensors, _ = fmt.expand_compact(compact_path, mask)
@@ -192,10 +196,13 @@ def read_verified_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Mask]:
 
 
 def build_model(folder: Path) -> nn.Module:
-    """An untrained model of the ticket's architecture, built from its ``config.json`` (timm layout)."""
+    """An untrained model of the ticket's architecture, built from its ``config.json`` (timm or transformers
+    layout)."""
     import timm
 
     cfg = fmt.read_json(folder / fmt.CONFIG_FILE)
+    if layouts.is_transformers_config(cfg):
+        return layouts.build_transformers_model(folder)
     arch = cfg.get("architecture")
     if not arch:
         raise IntegrityError(f"{folder / fmt.CONFIG_FILE} names no architecture; download the ticket again")
@@ -276,8 +283,8 @@ def _build_atomically(out: Path, build, replace: bool) -> None:
 
 
 def _write_weights(folder: Path, tensors: dict, mask: Mask, digest: str, mask_metadata: dict | None = None) -> None:
-    fmt.save_weights(tensors, folder / fmt.WEIGHTS_FILE)
     meta = {k: v for k, v in (mask_metadata or {}).items() if k not in ("format", "version", "layers", "sha256")}
+    fmt.save_weights(layouts.to_file_names(tensors, meta), folder / fmt.WEIGHTS_FILE)
     meta["weights_sha256"] = digest
     mask.save(folder / fmt.MASK_FILE, metadata=meta)
     fmt.save_compact(tensors, mask, folder / fmt.COMPACT_FILE, digest)
@@ -294,6 +301,9 @@ def _stamp(cfg: dict, mask: Mask, digest: str) -> None:
 
 
 def _write_model_config(model: nn.Module, path: Path, data_config: dict | None, source: dict) -> None:
+    if layouts.is_transformers_model(model):
+        layouts.write_transformers_config(model, path.parent, data_config)
+        return
     if getattr(model, "pretrained_cfg", None) is None:
         if source.get("library") == "open_clip" and source.get("architecture"):
             # open_clip image classifier (visual tower + new head): no stock loader exists for the visual tower

@@ -20,22 +20,36 @@ def weighted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def classifier_module(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The classifier head: timm's ``get_classifier()`` where it is a Linear/Conv, else the last Linear."""
+    """The classifier head: timm's ``get_classifier()`` where it is a Linear/Conv; for transformers models the
+    ``classifier`` module (a Linear, or the last Linear inside it, e.g. ResNet's ``Sequential(Flatten, Linear)``);
+    else the last Linear."""
+    head = None
     getter = getattr(model, "get_classifier", None)
     if callable(getter):
         try:
             head = getter()
         except Exception:  # some wrappers raise when there is no head
             head = None
-        if isinstance(head, WEIGHTED_TYPES):
-            for n, m in model.named_modules():
-                if m is head:
-                    return n, m
+    if not isinstance(head, WEIGHTED_TYPES) and _is_transformers_model(model):
+        inner = getattr(model, "classifier", None)
+        linears = [m for m in inner.modules() if isinstance(m, nn.Linear)] if isinstance(inner, nn.Module) else []
+        head = linears[-1] if linears else None
+    if isinstance(head, WEIGHTED_TYPES):
+        for n, m in model.named_modules():
+            if m is head:
+                return n, m
     last = None
     for n, m in model.named_modules():
         if isinstance(m, nn.Linear):
             last = (n, m)
     return last
+
+
+def _is_transformers_model(model: nn.Module) -> bool:
+    import sys
+
+    tf = sys.modules.get("transformers")  # a PreTrainedModel exists only if transformers was imported
+    return tf is not None and isinstance(model, tf.PreTrainedModel)
 
 
 @dataclass(frozen=True)

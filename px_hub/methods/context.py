@@ -14,8 +14,9 @@ from ..masking.targets import classifier_module
 
 def call_with(model: nn.Module, overrides: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Run ``model`` with some parameters/buffers replaced (``torch.func.functional_call``); the model's own
-    tensors are untouched."""
-    return functional_call(model, overrides, (x,), strict=False)
+    tensors are untouched. A transformers ``ModelOutput`` gives its ``logits``."""
+    out = functional_call(model, overrides, (x,), strict=False)
+    return out if isinstance(out, torch.Tensor) else getattr(out, "logits", out)
 
 
 @dataclass
