@@ -63,6 +63,8 @@ def save_ticket(
     if source and "model" not in cfg:
         cfg["model"] = _plain(dict(source))
     cfg.setdefault("versions", library_versions())
+    if layout_meta:  # a transformers ticket records the transformers release that wrote it
+        cfg["versions"].setdefault("transformers", library_versions().get("transformers"))
     _stamp(cfg, mask, digest)
 
     def build(tmp: Path) -> None:
