@@ -214,3 +214,24 @@ def test_ticket_refuses_a_non_one_to_one_weight_conversion(monkeypatch):
     with pytest.raises(UnsupportedModelError, match="one-to-one"):
         layouts.weights_metadata(model)
     assert isinstance(UnsupportedModelError("x"), PxHubError)
+
+
+def test_cli_prunes_a_save_pretrained_folder_and_explains_an_unknown_repo(tmp_path, capsys, monkeypatch):
+    from px_hub.cli.main import main
+
+    src = tmp_path / "tiny-convnext"
+    tiny_model("convnext").save_pretrained(src)
+    out = tmp_path / "ticket"
+    code = main(["prune", "--model", str(src), "--data", "digits", "--method", "magnitude",
+                 "--examples-per-class", "1", "--quiet", "--sparsity", "0.5", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "convnext" and len(cfg["id2label"]) == 10  # digits: 10 classes, new head
+    assert json.loads((out / "px_config.json").read_text())["data"]["dataset"] == "digits"
+    capsys.readouterr()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["prune", "--model", "nobody/tiny-vit-x", "--data", "digits", "--method", "magnitude",
+                 "--examples-per-class", "1", "--quiet", "--out", str(tmp_path / "t2")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "transformers:nobody/tiny-vit-x" in err, err
+    assert not (tmp_path / "t2").exists()
