@@ -235,3 +235,24 @@ def test_cli_prunes_a_save_pretrained_folder_and_explains_an_unknown_repo(tmp_pa
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "transformers:nobody/tiny-vit-x" in err, err
     assert not (tmp_path / "t2").exists()
+
+
+def test_update_ticket_keeps_the_transformers_layout(tickets, tmp_path):
+    """Fine-tuned weights written back (update_ticket) stay in save_pretrained's key names, zeros in place."""
+    import shutil
+
+    from px_hub.hub import update_ticket
+
+    folder = tmp_path / "vit-ticket"
+    shutil.copytree(tickets["vit"][0], folder)
+    model, mask, _ = load_ticket(folder)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.25)
+    mask.apply_(model)
+    update_ticket(folder, model=model)
+    m2, mask2, _ = load_ticket(folder)
+    assert mask2 == mask and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                                   m2.state_dict().values()))
+    sd = stock_load({"vit": str(folder)}, tmp_path / "stock")["vit"]
+    assert all(torch.equal(sd[k], v) for k, v in m2.state_dict().items())

@@ -87,7 +87,8 @@ def load_local(spec: str, num_classes: int | None = None, pretrained: bool = Tru
         if arch is None and is_ticket_folder(path):
             return _from_ticket(path, num_classes, seed)
         raise WeightsUnavailableError(f"{path} is not a px-hub ticket (needs config.json, model.safetensors, "
-                                      "mask.safetensors); give local:ARCH=FILE for a weights file")
+                                      "mask.safetensors); give local:ARCH=FILE for a weights file, or "
+                                      f"transformers:{path} for a transformers save_pretrained folder")
     if arch is None:
         cfg_file = path.parent / "config.json"
         if not cfg_file.is_file():
