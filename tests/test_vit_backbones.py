@@ -21,7 +21,6 @@ from px_hub.errors import IntegrityError, UnknownNameError, UnsupportedModelErro
 from px_hub.hub import load_ticket, pull_ticket, push_ticket, save_ticket
 
 TOKEN = "hf_" + "pxhubTestToken0123456789abcdef"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,8 @@ def dino_vits16(tmp_path_factory):
     prefix, DINO head)."""
     root = tmp_path_factory.mktemp("dino")
     state = _backbone_state("vit_small_patch16_224", seed=0)
-    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "norm.weight"} <= set(state)
+    official = {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "norm.weight"}
+    assert official <= set(state)
     torch.save(state, root / "dino_deitsmall16_pretrain.pth")
     full = {"teacher": {f"backbone.{k}": v for k, v in state.items()}
             | {"head.mlp.0.weight": torch.zeros(8, 384), "head.last_layer.weight_g": torch.ones(65536, 1)},
