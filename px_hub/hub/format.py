@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -209,10 +210,11 @@ def check_px_config(cfg: Mapping, mask: Mask, mask_meta: Mapping[str, str]) -> N
         if cfg.get("density") is not None and abs(float(cfg["density"]) - (1.0 - s)) > 1e-9:
             bad(f"states density {cfg['density']} with target sparsity {s}")
         layers = [m.numel() for m in mask.values()] if cfg.get("scope") == "local" else [total]
-        allowed = sum(n - int(s * n) for n in layers)  # Mask.from_scores removes at least int(s * n)
+        # Mask.from_scores removes at least int(s * n); 1 % of the weights of slack for masks made by hand
+        allowed = sum(n - int(s * n) for n in layers) + math.ceil(0.01 * total)
         if kept > allowed:
-            bad(f"states target sparsity {s} but {MASK_FILE} keeps {kept} of {total} weights (at most {allowed} "
-                "at that sparsity)")
+            bad(f"states target sparsity {s} but {MASK_FILE} keeps {kept} of {total} weights (far more than "
+                "that sparsity allows)")
 
 
 def _short(x) -> str:

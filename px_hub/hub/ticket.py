@@ -62,6 +62,10 @@ def save_ticket(
     cfg.setdefault("versions", library_versions())
     _stamp(cfg, mask, digest)
     seal = {fmt.CONFIG_SEAL_KEY: fmt.config_seal(cfg)}
+    try:  # the record must fit the mask before anything is written (the same check every reader makes)
+        fmt.check_px_config(cfg, mask, {"weights_sha256": digest, **seal})
+    except IntegrityError as e:
+        raise InvalidArgumentError(f"the record given for {out} does not fit its mask: {e}") from None
 
     def build(tmp: Path) -> None:
         _write_model_config(model, tmp / fmt.CONFIG_FILE, data_config, cfg.get("model") or {})
