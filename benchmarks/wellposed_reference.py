@@ -147,20 +147,20 @@ def main(argv=None) -> int:
     p.add_argument("--masks", action="store_true", help="also prune to 0.982 under each variant (minutes)")
     p.add_argument("--rounds", type=int, default=100)
     p.add_argument("--methods", default=",".join(m[0] for m in METHODS), help="labels for --masks")
+    p.add_argument("--no-round1", action="store_true", help="keep the round-1 part of an earlier --json")
     p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "wellposed_reference.json"))
     args = p.parse_args(argv)
     model, x, y = fixture_model()
+    path = pathlib.Path(args.json)
+    earlier = json.loads(path.read_text()) if path.exists() else {}
     result = {"torch": torch.__version__, "fixture_threads": 2, "variants": list(VARIANTS),
-              "round1": round1(model, x, y)}
+              "round1": earlier["round1"] if args.no_round1 and "round1" in earlier else round1(model, x, y)}
     if args.masks:
         result["rounds"] = args.rounds
         result["final_masks"] = final_masks(model, x, y, args.rounds, args.methods.split(","))
-    path = pathlib.Path(args.json)
-    if path.exists():  # keep the parts of an earlier run this one did not redo
-        old = json.loads(path.read_text())
-        old_masks = old.get("final_masks") or {}
-        result["final_masks"] = {**old_masks, **(result.get("final_masks") or {})}
-        result.setdefault("rounds", old.get("rounds"))
+    if earlier:  # keep the parts of an earlier run this one did not redo
+        result["final_masks"] = {**(earlier.get("final_masks") or {}), **(result.get("final_masks") or {})}
+        result.setdefault("rounds", earlier.get("rounds"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
