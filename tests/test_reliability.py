@@ -181,6 +181,13 @@ def test_edited_px_config_is_an_integrity_error_everywhere(ticket, capsys, chang
     assert _tree(ticket) == before
 
 
+def test_report_refuses_an_edited_ticket(ticket, capsys):
+    _edit_config(ticket, method="synflow")
+    assert _cli(["report", str(ticket), "--no-dense", "--no-card", "--out", str(ticket.parent / "r")]) == 2
+    _one_line_error(capsys, "px_config.json")
+    assert not (ticket.parent / "r").exists()
+
+
 def test_widened_mask_with_recomputed_checksum_is_caught(ticket):
     mask, meta = Mask.load_with_metadata(ticket / fmt.MASK_FILE)
     name = next(iter(mask))
