@@ -67,13 +67,14 @@ def _push(args: argparse.Namespace) -> int:
 
 def _pull(args: argparse.Namespace) -> int:
     from px_hub.hub import pull_ticket
-    from px_hub.hub.format import PX_CONFIG_FILE, read_json
+    from px_hub.hub.format import MASK_FILE, PX_CONFIG_FILE, read_json
+    from px_hub.masking import Mask
 
     folder = pull_ticket(args.repo, out_dir=args.out, overwrite=args.overwrite)
+    # pull_ticket verified px_config.json against the mask; the figures printed come from the mask itself
     cfg = read_json(folder / PX_CONFIG_FILE) if (folder / PX_CONFIG_FILE).exists() else {}
-    ach = cfg.get("achieved") or {}
-    if ach:
-        print(f"verified: {ach.get('kept')}/{ach.get('total')} weights kept "
-              f"(sparsity {ach.get('sparsity', 0):.4f}, method {cfg.get('method', '?')})", file=sys.stderr)
+    mask = Mask.load(folder / MASK_FILE)
+    print(f"verified: {mask.kept()}/{mask.total()} weights kept "
+          f"(sparsity {mask.sparsity():.4f}, method {cfg.get('method', '?')})", file=sys.stderr)
     print(folder)
     return 0

@@ -58,9 +58,21 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Hold the output lock for the whole run (first process only), so a second prune of the same --out is told
+    at once that it is busy."""
+    import contextlib
     import os
 
-    from px_hub.errors import InvalidArgumentError, OutputExistsError, require_sparsity
+    from px_hub._fs import output_lock
+
+    first = os.environ.get("RANK", "0") == "0"  # torch.distributed is not initialised yet
+    with output_lock(args.out) if first else contextlib.nullcontext():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from px_hub._fs import check_output
+    from px_hub.errors import InvalidArgumentError, require_sparsity
     from px_hub.methods import get_method
 
     # Validate everything cheap before loading anything.
@@ -75,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--examples-per-class must be >= 1, got {args.k}")
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if os.path.exists(args.out) and not args.overwrite:
-        raise OutputExistsError(f"output folder {args.out} exists; pass --overwrite or choose another --out")
+    check_output(args.out, args.overwrite)  # replaceable (a ticket), writable: before any work
     options = {}
     if args.k_batch is not None:
         if "k_batch" not in info.options:

@@ -42,6 +42,14 @@ class OutputExistsError(PxHubError, FileExistsError):
     """An output folder that already exists (pass --overwrite)."""
 
 
+class OutputBusyError(PxHubError, BlockingIOError):
+    """An output another px-hub process is writing right now (its lock is held)."""
+
+
+class OutputNotWritableError(PxHubError, PermissionError):
+    """An output path that cannot be created or written (read-only folder, a file where a folder must be)."""
+
+
 class HubError(PxHubError, RuntimeError):
     """A Hub operation that failed (push, pull); the local ticket is left intact."""
 

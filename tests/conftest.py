@@ -16,13 +16,18 @@ import px_hub  # noqa: E402,F401
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+FIXTURES = REPO / "tests" / "fixtures"
+REFERENCE = FIXTURES / "px-reference"   # outputs of the official PX code, vendored (see its README.md)
+SHARED_REFERENCE = REPO.parent / "shared" / "px-reference"  # the copy they were vendored from, where present
+
+
 def reference_dir() -> pathlib.Path:
-    env = os.environ.get("PX_REFERENCE")
-    for cand in ([pathlib.Path(env)] if env else []) + [REPO.parent / "shared" / "px-reference",
-                                                         REPO / "shared" / "px-reference"]:
-        if (cand / "meta.json").exists():
-            return cand
-    pytest.skip("px-reference fixtures not found (expected ../shared/px-reference or $PX_REFERENCE)")
+    """The vendored reference fixtures. They ship with the repository, so a missing file is a failure, never a
+    skip."""
+    if not (REFERENCE / "meta.json").is_file():
+        pytest.fail(f"reference fixtures missing: {REFERENCE}/meta.json (they are part of the repository; restore "
+                    "tests/fixtures/px-reference with git)")
+    return REFERENCE
 
 
 @pytest.fixture(scope="session")

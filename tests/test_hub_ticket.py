@@ -109,6 +109,12 @@ def test_existing_output_needs_overwrite(saved, tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         save_ticket(target, model, mask, PX_CONFIG)
     assert (target / "keep.txt").read_text() == "x"
+    with pytest.raises(OutputExistsError, match="not a px-hub ticket"):  # overwrite replaces only a ticket
+        save_ticket(target, model, mask, PX_CONFIG, overwrite=True)
+    assert (target / "keep.txt").read_text() == "x"
+    (target / "keep.txt").unlink()
+    save_ticket(target, model, mask, PX_CONFIG)  # an empty folder is fine
+    (target / "keep.txt").write_text("x")  # a file added to a ticket goes with it on --overwrite
     save_ticket(target, model, mask, PX_CONFIG, overwrite=True)
     assert not (target / "keep.txt").exists() and (target / "mask.safetensors").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["t"]  # no temp folders left behind

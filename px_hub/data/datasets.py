@@ -123,9 +123,13 @@ class FileImageDataset(ImageDataset):
         self.paths = [str(p) for p in paths]
 
     def _load(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as im:
-            im.load()
-            return im.copy() if im.mode == "RGB" else im.convert("RGB")
+        try:
+            with Image.open(self.paths[i]) as im:
+                im.load()
+                return im.copy() if im.mode == "RGB" else im.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors for bad files
+            reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{self.paths[i]} is not a readable image ({reason}); remove or replace the file") from None
 
 
 class HubImageDataset(ImageDataset):
@@ -314,6 +318,9 @@ def _load_imagefolder(spec: str, split: str) -> ImageDataset:
     classes = [d for d in _class_dirs(base) if _has_images(d)]
     if not classes:
         raise DataError(f"{spec}: no class sub-folders with images ({', '.join(IMAGE_EXTENSIONS)}) in {base}")
+    if len(classes) < 2:
+        raise DataError(f"{spec}: only one class ({classes[0].name}) in {base}; a classifier needs at least 2 classes "
+                        "(one sub-folder per class)")
     paths, labels = [], []
     for c, d in enumerate(classes):
         files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -168,6 +169,21 @@ class Recipe:
                        ("train.checkpoint_every", self.train.checkpoint_every)):
             if v < 0:
                 bad(f"{key} must be >= 0, got {v}")
+        for key, v, lo, hi, closed in (  # (lo, hi) open unless closed says which ends are included
+                ("optim.lr", self.optim.lr, 0.0, math.inf, ""), ("optim.momentum", self.optim.momentum, 0.0, 1.0, "lo"),
+                ("optim.weight_decay", self.optim.weight_decay, 0.0, math.inf, "lo"),
+                ("optim.gamma", self.optim.gamma, 0.0, 1.0, "hi"),
+                ("optim.head_lr_mult", self.optim.head_lr_mult, 0.0, math.inf, ""),
+                ("augment.grayscale_p", self.augment.grayscale_p, 0.0, 1.0, "lohi"),
+                ("augment.color_jitter", self.augment.color_jitter, 0.0, math.inf, "lo"),
+                ("augment.crop_pct", self.augment.crop_pct, 0.0, 1.0, "hi")):
+            if v is None and key == "augment.crop_pct":
+                continue
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+                (lo <= v if "lo" in closed else lo < v) and (v <= hi if "hi" in closed else v < hi)
+            if not ok:
+                lb, rb = "[" if "lo" in closed else "(", "]" if "hi" in closed else ")"
+                bad(f"{key} must be a finite number in {lb}{lo:g}, {hi:g}{rb}, got {v!r}")
         if list(self.optim.milestones) != sorted(set(self.optim.milestones)):
             bad(f"optim.milestones must be increasing epochs, got {self.optim.milestones}")
         if self.optim.nesterov and self.optim.momentum == 0:

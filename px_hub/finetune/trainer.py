@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..distributed import cpu_requested
-from ..errors import DataError, InvalidArgumentError, OutputExistsError
+from ..errors import DataError, IntegrityError, InvalidArgumentError, OutputExistsError
 from ..masking import Mask
 from .datasets import IGNORE_INDEX, TrainSet, load_classification_data, load_segmentation_data, subset_indices
 from .recipe import Recipe
@@ -166,7 +166,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     state = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "history": [], "recipe_hash": recipe.hash()}
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
-        accelerator.load_state(str(ckpt))
+        load_checkpoint(accelerator, ckpt)
         state.update(json.loads((ckpt / STATE_FILE).read_text()))
         accelerator.print(f"px-hub finetune: resuming from {ckpt} (epoch {state['epoch']}, "
                           f"batch {state['batches_in_epoch']})")
@@ -189,6 +189,8 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         model.train()
         t0, loss_sum, loss_n = time.time(), 0.0, 0
+        if skip:  # the loss of the batches trained before the checkpoint, so the epoch's train_loss is exact
+            loss_sum, loss_n = (state.get("partial_loss") or {}).get(str(accelerator.process_index), [0.0, 0])
         bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{hp.epochs}", leave=False,
                    disable=not (progress and accelerator.is_local_main_process))
         batch_idx = skip
@@ -214,6 +216,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
                 state["global_step"] += 1
                 state["batches_in_epoch"] = batch_idx
                 if hp.checkpoint_every and state["global_step"] % hp.checkpoint_every == 0 and batch_idx < steps_per_epoch:
+                    state["partial_loss"] = _gather_loss(accelerator, loss_sum, loss_n)
                     _save_checkpoint(accelerator, out, state, hp.keep_checkpoints)
                 if on_step is not None:
                     on_step(state["global_step"])
@@ -224,7 +227,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
         row.update(evaluate_model(model, val_loader, accelerator, metric, loss_fn, seg, num_classes))
         row["seconds"] = round(time.time() - t0, 2)
         state["history"].append(row)
-        state["epoch"], state["batches_in_epoch"] = epoch + 1, 0
+        state["epoch"], state["batches_in_epoch"], state["partial_loss"] = epoch + 1, 0, None
         accelerator.print(f"px-hub finetune: epoch {epoch + 1}/{hp.epochs} " +
                           " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
         if accelerator.is_main_process:
@@ -250,11 +253,12 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
 def build_model(recipe: Recipe, num_classes: int) -> tuple[nn.Module, dict]:
     """The recipe's network: DeepLabV3+ for segmentation, else a classifier from :mod:`px_hub.backbones`."""
     m = recipe.model
+    pretrained = m.pretrained or names_weights(m.name)  # a source that names a weights file is always read
     if recipe.task == "segmentation":
         from .deeplab import DeepLabV3Plus
 
         arch, state = "resnet50", None
-        if m.pretrained:
+        if pretrained:
             loaded = _load_backbone(m.name, None, True)
             arch = getattr(loaded.model, "default_cfg", {}).get("architecture", "resnet50")
             state = loaded.model.state_dict()
@@ -262,8 +266,18 @@ def build_model(recipe: Recipe, num_classes: int) -> tuple[nn.Module, dict]:
             arch = m.name
         net = DeepLabV3Plus(num_classes, backbone=arch, output_stride=m.output_stride, backbone_state=state)
         return net, {}
-    loaded = _load_backbone(m.name, num_classes, m.pretrained)
+    loaded = _load_backbone(m.name, num_classes, pretrained)
     return loaded.model, dict(loaded.data_config)
+
+
+WEIGHT_FILE_PREFIXES = ("dino:", "moco:", "local:")
+
+
+def names_weights(name: str) -> bool:
+    """Whether a model spec names a weights file (``dino:FILE``, ``moco:FILE``, ``local:...``, a path): such a
+    source is loaded whatever ``model.pretrained`` says (a recipe's ``pretrained: false`` means "no stock
+    weights", never "ignore the file the user named"); a file that cannot be read stops the run."""
+    return name.startswith(WEIGHT_FILE_PREFIXES) or os.path.exists(os.path.expanduser(name))
 
 
 def _load_backbone(name: str, num_classes: int | None, pretrained: bool):
@@ -365,6 +379,31 @@ def latest_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def _gather_loss(accelerator, loss_sum: float, loss_n: int) -> dict[str, list]:
+    """Every process's running loss sum and count in the current epoch ({rank: [sum, n]}, float64: exact)."""
+    t = torch.tensor([[loss_sum, float(loss_n)]], dtype=torch.float64, device=accelerator.device)
+    rows = accelerator.gather(t).cpu().tolist() if accelerator.num_processes > 1 else t.cpu().tolist()
+    return {str(r): [row[0], int(row[1])] for r, row in enumerate(rows)}
+
+
+def load_checkpoint(accelerator, ckpt: Path) -> None:
+    """``accelerator.load_state`` with its files read as weights only; a file holding other Python objects is
+    refused in one line that says why (torch's own message suggests unpickling it, which can run any code)."""
+    import pickle
+
+    try:
+        accelerator.load_state(str(ckpt))
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        if "weights_only" not in str(e) and "Weights only load failed" not in str(e):
+            raise
+        names = [p.name for p in sorted(ckpt.iterdir()) if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+        culprit = next((n for n in names if n.startswith("optimizer")), None) or (names[0] if names else "a file")
+        raise IntegrityError(
+            f"checkpoint {ckpt} is refused: it holds Python objects beyond tensors (e.g. in {culprit}), and "
+            "unpickling those can run arbitrary code, so px-hub reads checkpoints as weights only; delete "
+            f"{ckpt.name} to resume from an older checkpoint, or pass --overwrite to start over") from None
+
+
 def _save_checkpoint(accelerator, out: Path, state: dict, keep: int) -> None:
     path = out / "checkpoints" / f"step_{state['global_step']:09d}"
     accelerator.save_state(str(path))
@@ -379,9 +418,22 @@ def _save_checkpoint(accelerator, out: Path, state: dict, keep: int) -> None:
 
 
 def _prepare_output(out: Path, recipe: Recipe, accelerator, resume: bool, overwrite: bool) -> None:
+    from .._fs import check_writable, folder_kind
+
     saved = out / "recipe.yaml"
     if accelerator.is_main_process:
-        if out.exists() and overwrite:
+        # --overwrite deletes only a run folder px-hub made; files px-hub did not write are never mixed in either
+        if out.is_symlink() or (out.exists() and not out.is_dir()):
+            raise OutputExistsError(f"--output {out} exists and is not a folder; choose a folder path")
+        kind = folder_kind(out) if out.exists() else "absent"
+        if kind not in ("absent", "empty", "run"):
+            if overwrite:
+                raise OutputExistsError(f"--output {out} is not a px-hub run folder, so --overwrite will not delete "
+                                        "it; remove it yourself or choose another --output")
+            raise OutputExistsError(f"--output {out} holds files px-hub did not write; choose an empty or new "
+                                    "--output")
+        check_writable(out, "--output")
+        if kind == "run" and overwrite:
             shutil.rmtree(out)
         if saved.exists():
             import yaml
@@ -430,12 +482,12 @@ def plot_curve(history: list[dict], path: Path, title: str) -> None:
 
 
 def _write_results(res: FinetuneResult, px_config, train_data, val_data, seconds: float, push_to, data_config):
-    from safetensors.torch import save_file
+    from .._fs import save_safetensors
 
     out, recipe = res.output_dir, res.recipe
     model = res.model.to("cpu")
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(out / "model.safetensors"), metadata={"recipe": recipe.name, "recipe_hash": recipe.hash()})
+    save_safetensors(sd, out / "model.safetensors", metadata={"recipe": recipe.name, "recipe_hash": recipe.hash()})
     files = {"recipe": out / "recipe.yaml", "model": out / "model.safetensors"}
     if res.mask is not None:
         res.mask.save(out / "mask.safetensors", {"recipe_hash": recipe.hash()})

@@ -37,7 +37,12 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
     px = fmt.read_json(folder / fmt.PX_CONFIG_FILE) if (folder / fmt.PX_CONFIG_FILE).exists() else {}
     results = fmt.read_json(folder / fmt.RESULTS_FILE) if (folder / fmt.RESULTS_FILE).exists() else {}
     config = fmt.read_json(folder / fmt.CONFIG_FILE)
-    mask = Mask.load(folder / fmt.MASK_FILE)
+    mask, mask_meta = Mask.load_with_metadata(folder / fmt.MASK_FILE)
+    if px or mask_meta.get(fmt.CONFIG_SEAL_KEY):  # the card states only figures checked against the mask
+        try:
+            fmt.check_px_config(px, mask, mask_meta)
+        except IntegrityError as e:
+            raise IntegrityError(f"{folder}: {e}; the ticket was altered, so no card is written") from None
     plot_density(mask, folder / fmt.DENSITY_PLOT_FILE)
 
     repo_id = repo_id or REPO_ID_PLACEHOLDER
@@ -63,8 +68,7 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
     )
     dense = folder / fmt.WEIGHTS_FILE
     compact = folder / fmt.COMPACT_FILE
-    achieved = _dict(px.get("achieved"))
-    sparsity = achieved.get("sparsity", mask.sparsity())
+    sparsity = mask.sparsity()
     context = dict(
         title=f"{arch or 'model'} ticket at {sparsity * 100:.1f} % sparsity ({_method_label(px)})",
         repo_id=repo_id,

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from .._fs import save_safetensors
 from ..errors import IntegrityError, InvalidArgumentError
 from ..masking import Mask
 
@@ -79,9 +81,7 @@ def count_nonzero_pruned(tensors: Mapping[str, torch.Tensor], mask: Mask) -> dic
 
 
 def save_weights(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> None:
-    tmp = Path(f"{path}.tmp")
-    save_file(dict(tensors), str(tmp), metadata={"format": "pt", **dict(metadata or {})})
-    os.replace(tmp, path)
+    save_safetensors(tensors, path, metadata={"format": "pt", **dict(metadata or {})})
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -108,9 +108,7 @@ def save_compact(tensors: Mapping[str, torch.Tensor], mask: Mask, path: Path, di
             out[name] = t
     meta = {"format": COMPACT_FORMAT, "version": COMPACT_FORMAT_VERSION, "sparse": json.dumps(sparse),
             "weights_sha256": digest, "mask_sha256": mask.sha256()}
-    tmp = Path(f"{path}.tmp")
-    save_file(out, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_safetensors(out, path, metadata=meta)
 
 
 def expand_compact(path: Path, mask: Mask) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -136,6 +134,92 @@ def expand_compact(path: Path, mask: Mask) -> tuple[dict[str, torch.Tensor], dic
         full[m] = t
         dense[name] = full
     return dense, meta
+
+
+# -- what px_config.json claims, checked against the mask ----------------------------------------------------------
+
+CONFIG_SEAL_KEY = "px_config_sha256"          # in mask.safetensors' metadata
+UNSEALED_KEYS = ("ticket", "achieved", "layer_density")  # re-stamped from the mask by px-hub (push, fine-tuning)
+
+
+def config_seal(cfg: Mapping) -> str:
+    """sha256 of px_config.json's record (everything but the keys px-hub re-stamps from the mask), canonical JSON.
+    Stored in mask.safetensors when the ticket is written, so an edit of how the mask was made (method, target
+    sparsity, data, source model, ...) no longer matches the mask file."""
+    body = {k: v for k, v in cfg.items() if k not in UNSEALED_KEYS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     default=_json_default).encode()).hexdigest()
+
+
+def check_px_config(cfg: Mapping, mask: Mask, mask_meta: Mapping[str, str]) -> None:
+    """Every figure px_config.json states (kept, total, sparsity, density, per-layer counts and densities,
+    collapsed layers, hashes) must equal what the mask gives, the method's target sparsity must allow the kept
+    count, and the record must match the seal in mask.safetensors. Raises IntegrityError naming px_config.json
+    and the first disagreement (the caller says which ticket and what helps)."""
+    def bad(what: str) -> None:
+        raise IntegrityError(f"{PX_CONFIG_FILE} {what}")
+
+    seal = mask_meta.get(CONFIG_SEAL_KEY)
+    if not seal:
+        bad(f"is not sealed by {MASK_FILE} (no {CONFIG_SEAL_KEY}: written by an older px-hub or re-saved by hand)")
+    if config_seal(cfg) != seal:
+        bad(f"was edited after the ticket was written (its record no longer matches the seal in {MASK_FILE})")
+    kept, total = mask.kept(), mask.total()
+    ticket = cfg.get("ticket") if isinstance(cfg.get("ticket"), Mapping) else {}
+    facts = {
+        ("ticket", "format"): TICKET_FORMAT,
+        ("ticket", "mask_sha256"): mask.sha256(),
+        ("ticket", "weights_sha256"): mask_meta.get("weights_sha256"),
+        ("achieved", "kept"): kept, ("achieved", "total"): total,
+        ("achieved", "sparsity"): round(mask.sparsity(), 6), ("achieved", "density"): round(mask.density(), 6),
+        ("achieved", "collapsed_layers"): mask.collapsed_layers(),
+        ("layer_density",): {k: round(v, 6) for k, v in mask.layer_density().items()},
+    }
+    if not ticket:
+        bad("has no ticket section (format, hashes)")
+    for path, expected in facts.items():
+        node = cfg
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node != expected:
+            bad(f"states {'.'.join(path)} = {_short(node)} but {MASK_FILE} gives {_short(expected)}")
+    record = {"kept": kept, "total": total, "mask_sha256": mask.sha256(), "achieved_sparsity": mask.sparsity(),
+              "collapsed_layers": mask.collapsed_layers()}
+    for key, expected in record.items():  # the prune record's own figures, where present
+        if key in cfg and cfg[key] != expected:
+            bad(f"states {key} = {_short(cfg[key])} but {MASK_FILE} gives {_short(expected)}")
+    if "per_layer" in cfg:
+        rows = cfg["per_layer"] if isinstance(cfg["per_layer"], list) else []
+        truth = [{"name": r.name, "shape": list(r.shape), "kept": r.kept, "total": r.total, "density": r.density,
+                  "alive_outputs": r.alive_outputs, "outputs": r.outputs} for r in mask.report()]
+        if [r.get("name") if isinstance(r, Mapping) else None for r in rows] != [t["name"] for t in truth]:
+            bad(f"per_layer does not list the layers of {MASK_FILE}")
+        for row, t in zip(rows, truth):
+            for key, expected in t.items():
+                if key in row and row[key] != expected:
+                    bad(f"states per_layer {t['name']} {key} = {_short(row[key])} but {MASK_FILE} gives "
+                        f"{_short(expected)}")
+    target = cfg.get("sparsity")
+    if target is not None:
+        try:
+            s = float(target)
+        except (TypeError, ValueError):
+            s = -1.0
+        if not 0.0 < s < 1.0:
+            bad(f"states target sparsity {target!r}, not a number in (0, 1)")
+        if cfg.get("density") is not None and abs(float(cfg["density"]) - (1.0 - s)) > 1e-9:
+            bad(f"states density {cfg['density']} with target sparsity {s}")
+        layers = [m.numel() for m in mask.values()] if cfg.get("scope") == "local" else [total]
+        # Mask.from_scores removes at least int(s * n); 1 % of the weights of slack for masks made by hand
+        allowed = sum(n - int(s * n) for n in layers) + math.ceil(0.01 * total)
+        if kept > allowed:
+            bad(f"states target sparsity {s} but {MASK_FILE} keeps {kept} of {total} weights (far more than "
+                "that sparsity allows)")
+
+
+def _short(x) -> str:
+    text = json.dumps(x, default=_json_default) if not isinstance(x, str) else x
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_json(path: Path) -> dict:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import HubError, IntegrityError, InvalidArgumentError, OutputExistsError, WeightsUnavailableError
+from .._fs import build_atomically, check_output
+from ..errors import HubError, IntegrityError, InvalidArgumentError, PxHubError, WeightsUnavailableError
 from . import format as fmt
-from .ticket import _build_atomically, build_model, load_ticket, read_verified_weights
+from .ticket import build_model, load_ticket, verify_ticket
 
 TICKET_FILES_DOWNLOAD_IGNORE = [fmt.WEIGHTS_FILE]  # the dense file is rebuilt from the compact copy + mask
 
@@ -43,10 +44,12 @@ def push_ticket(
     from huggingface_hub import constants
 
     folder = fmt.require_ticket_folder(folder)
+    # never publish a ticket whose files disagree: both weight files, the mask, px_config.json, config.json
+    verify_ticket(folder, every_file=True, remedy="nothing was pushed; re-create the ticket (px-hub prune) or "
+                                                  "pull a good copy")
     if constants.is_offline_mode():
         raise HubError(f"cannot push with HF_HUB_OFFLINE=1; unset it and push again (the local ticket at {folder} "
                        "is intact)")
-    read_verified_weights(folder)  # never publish a ticket whose files disagree with its mask
     token = token or get_token()
     if not token:
         raise HubError(
@@ -126,23 +129,29 @@ def from_pretrained(repo_or_path: str | os.PathLike, *, token: str | None = None
     return _pull(str(repo_or_path), None, overwrite=True, token=token)[1]
 
 
+PULL_REMEDY = ("the cached download was removed: pull again; if it fails the same way, the published ticket "
+               "itself is damaged and its owner must push it again")
+
+
 def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
     from huggingface_hub import constants, hf_hub_download, snapshot_download
 
     repo_id, revision = parse_repo_ref(repo_id_at_rev)
+    if out_dir is not None:  # before any download: --out must be a folder px-hub may write (and replace)
+        check_output(Path(out_dir), overwrite)
     with _hub_errors("pull", repo_id_at_rev, token, None):
         snap = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=TICKET_FILES_DOWNLOAD_IGNORE,
                                       token=token))
         commit = snap.name
         if not (snap / fmt.COMPACT_FILE).is_file():  # a ticket without the compact copy: take the dense file
             hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=commit, token=token)
+    where = f"{repo_id}@{revision or 'main'} (commit {commit[:12]})"
     if out_dir is None:
         out = Path(constants.HF_HOME) / "px-hub" / "tickets" / repo_id.replace("/", "--") / commit
         overwrite = True
+        check_output(out, overwrite)
     else:
         out = Path(out_dir)
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     loaded = {}
 
     def build(tmp: Path) -> None:
@@ -154,14 +163,17 @@ def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
         if not (tmp / fmt.WEIGHTS_FILE).exists() and not (tmp / fmt.COMPACT_FILE).exists():
             cached = Path(hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=commit, token=token))
             shutil.copyfile(cached.resolve(), tmp / fmt.WEIGHTS_FILE)
-        fmt.require_ticket_folder(tmp)
         try:
-            tensors, mask = read_verified_weights(tmp)
-        except IntegrityError as e:  # drop the bad cached download, so the next pull fetches it again
+            fmt.require_ticket_folder(tmp)
+            tensors, mask, _ = verify_ticket(tmp, where=where, remedy=PULL_REMEDY)
+            model = build_model(tmp)
+            mask.validate(model)
+        except PxHubError as e:  # drop the bad cached download, so the next pull fetches it again
             _evict_snapshot(snap)
-            raise IntegrityError(f"{repo_id_at_rev}: {e} (the cached copy was removed; pull again)") from None
-        model = build_model(tmp)
-        mask.validate(model)
+            if isinstance(e, IntegrityError) and str(e).startswith(where):
+                raise
+            text = str(e).replace(f"{tmp}/", "").replace(str(tmp), "the ticket")
+            raise type(e)(f"{where}: {text}; {PULL_REMEDY}") from None
         if not (tmp / fmt.WEIGHTS_FILE).exists():  # in the ticket's layout (transformers: save_pretrained names)
             from ..masking import Mask
             from .layouts import to_file_names
@@ -173,7 +185,7 @@ def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
         _load_state(model, tensors)
         loaded["model"] = model.eval()
 
-    _build_atomically(out, build, replace=out.exists())
+    build_atomically(out, build, replace=overwrite)
     return out, loaded["model"]
 
 

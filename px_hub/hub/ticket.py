@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._fs import build_atomically, check_output, output_lock
 from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, OutputExistsError, UnknownNameError,
                       UnsupportedModelError)
 from ..masking import Mask
@@ -52,7 +52,7 @@ def save_ticket(
     keys) recorded in ``config.json``; ``source`` (``LoadedModel.info``) fills ``px_config["model"]`` if absent.
     """
     out = Path(out_dir)
-    _check_output(out, overwrite)
+    check_output(out, overwrite)
     mask = mask if isinstance(mask, Mask) else Mask(mask)
     mask.validate(model)
     tensors = fmt.masked_state_dict(model, mask)
@@ -66,10 +66,15 @@ def save_ticket(
     if layout_meta:  # a transformers ticket records the transformers release that wrote it
         cfg["versions"].setdefault("transformers", library_versions().get("transformers"))
     _stamp(cfg, mask, digest)
+    seal = {fmt.CONFIG_SEAL_KEY: fmt.config_seal(cfg)}
+    try:  # the record must fit the mask before anything is written (the same check every reader makes)
+        fmt.check_px_config(cfg, mask, {"weights_sha256": digest, **seal})
+    except IntegrityError as e:
+        raise InvalidArgumentError(f"the record given for {out} does not fit its mask: {e}") from None
 
     def build(tmp: Path) -> None:
         _write_model_config(model, tmp / fmt.CONFIG_FILE, data_config, cfg.get("model") or {})
-        _write_weights(tmp, tensors, mask, digest, mask_metadata=layout_meta)
+        _write_weights(tmp, tensors, mask, digest, mask_metadata={**(layout_meta or {}), **seal})
         fmt.write_json(tmp / fmt.PX_CONFIG_FILE, cfg)
         if eval_results:
             fmt.write_json(tmp / fmt.RESULTS_FILE, {"eval_results": _check_eval_results(eval_results)})
@@ -77,7 +82,9 @@ def save_ticket(
 
         render_card(tmp, name=out.name)
 
-    _build_atomically(out, build, replace=out.exists())
+    with output_lock(out):
+        check_output(out, overwrite)  # again, now that no other px-hub process can be writing it
+        build_atomically(out, build, replace=overwrite)
     return out
 
 
@@ -94,7 +101,8 @@ def update_ticket(
     extra files (``{name in the repo: local path}``: curve plot, recipe, metrics), then re-render the card.
     The folder is rebuilt in a sibling and swapped in, so a failure leaves the old ticket as it was."""
     folder = fmt.require_ticket_folder(folder)
-    mask, meta = _load_mask(folder)
+    _, mask, _ = verify_ticket(folder)  # never build on a ticket whose files disagree
+    _, meta = _load_mask(folder)
     new_tensors = None
     if model is not None:
         mask.validate(model)
@@ -143,7 +151,7 @@ def update_ticket(
 
         render_card(tmp, repo_id=_card_repo_id(tmp), name=folder.name)
 
-    _build_atomically(folder, build, replace=True)
+    build_atomically(folder, build, replace=True)
     return folder
 
 
@@ -154,47 +162,101 @@ _RESERVED = {fmt.WEIGHTS_FILE, fmt.CONFIG_FILE, fmt.MASK_FILE, fmt.COMPACT_FILE,
 # -- reading ----------------------------------------------------------------------------------------------------
 
 def load_ticket(folder: str | os.PathLike) -> tuple[nn.Module, Mask, dict]:
-    """Load a ticket folder as ``(model in eval mode, mask, px_config)`` after verifying it: the mask's own
-    checksum, that it fits the architecture in ``config.json``, that the weights (``model.safetensors``, or the
-    compact copy expanded with the mask) hash to the mask's ``weights_sha256``, and that every pruned weight is
-    exactly zero."""
+    """Load a ticket folder as ``(model in eval mode, mask, px_config)`` after verifying it
+    (:func:`verify_ticket`) and that the mask fits the architecture in ``config.json``."""
     folder = fmt.require_ticket_folder(folder)
-    tensors, mask = read_verified_weights(folder)
+    tensors, mask, px_config = verify_ticket(folder)
     model = build_model(folder)
     mask.validate(model)
     _load_state(model, tensors)
-    px_config = fmt.read_json(folder / fmt.PX_CONFIG_FILE) if (folder / fmt.PX_CONFIG_FILE).exists() else {}
     return model.eval(), mask, px_config
 
 
-def read_verified_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Mask]:
-    """The dense state dict of a ticket (from ``model.safetensors``, else the compact copy) and its mask, with
-    the hash and the exact-zero property verified. Raises IntegrityError naming the bad file."""
-    mask, meta = _load_mask(folder)
+LOCAL_REMEDY = "the ticket was damaged or altered; download or re-create it"
+
+
+def verify_ticket(folder: str | os.PathLike, *, where: str | None = None, remedy: str = LOCAL_REMEDY,
+                  every_file: bool = False) -> tuple[dict[str, torch.Tensor], Mask, dict]:
+    """Check a ticket folder against itself and return ``(dense tensors, mask, px_config)``:
+
+    * the mask's own checksum; the weights (``model.safetensors``, else the compact copy expanded with the mask)
+      hash to the mask's ``weights_sha256``; every pruned weight is exactly zero;
+    * ``px_config.json`` parses, matches the seal in the mask file, and every figure it states equals the mask's
+      (:func:`format.check_px_config`); ``config.json`` names an architecture;
+    * with ``every_file`` (before a push) also the compact copy when the dense file is there too (it must
+      rebuild the same weights) and ``results.json``.
+
+    Any disagreement is an IntegrityError of one line: ``WHERE: FILE problem; REMEDY`` (``where`` defaults to the
+    folder; a pull passes the repo and revision instead of its temporary folder)."""
+    folder = Path(folder)
+    where = where or str(folder)
+
+    def fail(name: str, problem: str):
+        raise IntegrityError(f"{where}: {name} {problem}; {remedy}")
+
+    def guarded(name: str, fn):
+        try:
+            return fn()
+        except IntegrityError as e:
+            fail(name, _problem(e, folder / name))
+        except FileNotFoundError:
+            fail(name, "is missing")
+
+    mask, meta = guarded(fmt.MASK_FILE, lambda: _load_mask(folder))
     expected = meta.get("weights_sha256")
     if not expected:
-        raise IntegrityError(f"{folder / fmt.MASK_FILE} records no weights_sha256; re-save the ticket with px-hub")
-    dense_path, compact_path = folder / fmt.WEIGHTS_FILE, folder / fmt.COMPACT_FILE
-    if dense_path.is_file():
-        tensors, _ = fmt.load_weights(dense_path)
-        tensors = layouts.from_file_names(tensors, meta)
-        source = dense_path
-    else:
-        tensors, _ = fmt.expand_compact(compact_path, mask)
-        source = compact_path
-    if fmt.weights_sha256(tensors) != expected:
-        raise IntegrityError(
-            f"{source} does not match the weights_sha256 recorded in {fmt.MASK_FILE} (corrupt or altered weights); "
-            "download the ticket again"
-        )
-    missing = [k for k in mask if k not in tensors]
-    if missing:
-        raise IntegrityError(f"{source} lacks masked tensor {missing[0]!r}; download the ticket again")
-    bad = fmt.count_nonzero_pruned(tensors, mask)
-    if bad:
-        name, n = next(iter(bad.items()))
-        raise IntegrityError(f"{source}: {n} pruned weight(s) of {name} are not zero; download the ticket again")
+        fail(fmt.MASK_FILE, "records no weights_sha256 (not written by px-hub)")
+    dense_path = folder / fmt.WEIGHTS_FILE
+    sources = [fmt.WEIGHTS_FILE] if dense_path.is_file() else []
+    if not sources or (every_file and (folder / fmt.COMPACT_FILE).is_file()):
+        sources.append(fmt.COMPACT_FILE)
+    tensors = None
+    for name in sources:
+        if name == fmt.WEIGHTS_FILE:
+            got = guarded(name, lambda: layouts.from_file_names(fmt.load_weights(dense_path)[0], meta))
+        else:
+            got = guarded(name, lambda: fmt.expand_compact(folder / fmt.COMPACT_FILE, mask)[0])
+        if fmt.weights_sha256(got) != expected:
+            fail(name, f"does not match the weights_sha256 recorded in {fmt.MASK_FILE} (corrupt or altered weights)")
+        missing = [k for k in mask if k not in got]
+        if missing:
+            fail(name, f"lacks masked tensor {missing[0]!r}")
+        bad = fmt.count_nonzero_pruned(got, mask)
+        if bad:
+            k, n = next(iter(bad.items()))
+            fail(name, f"has {n} pruned weight(s) of {k} that are not zero")
+        tensors = tensors if tensors is not None else got
+    config = guarded(fmt.CONFIG_FILE, lambda: fmt.read_json(folder / fmt.CONFIG_FILE))
+    if not layouts.architecture_of_config(config):
+        fail(fmt.CONFIG_FILE, "names no architecture")
+    px_config = {}
+    if (folder / fmt.PX_CONFIG_FILE).exists() or meta.get(fmt.CONFIG_SEAL_KEY):
+        px_config = guarded(fmt.PX_CONFIG_FILE, lambda: fmt.read_json(folder / fmt.PX_CONFIG_FILE))
+        try:
+            fmt.check_px_config(px_config, mask, meta)
+        except IntegrityError as e:
+            fail(fmt.PX_CONFIG_FILE, str(e).removeprefix(fmt.PX_CONFIG_FILE).strip())
+    if every_file and (folder / fmt.RESULTS_FILE).exists():
+        guarded(fmt.RESULTS_FILE, lambda: fmt.read_json(folder / fmt.RESULTS_FILE))
+    return tensors, mask, px_config
+
+
+def read_verified_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Mask]:
+    """The dense state dict of a ticket and its mask, verified (:func:`verify_ticket`)."""
+    tensors, mask, _ = verify_ticket(folder)
     return tensors, mask
+
+
+def _problem(e: Exception, path: Path) -> str:
+    """An error message about ``path`` without the path itself nor its remedy (the caller names both)."""
+    text = str(e)
+    for prefix in (f"mask file {path}", str(path)):
+        text = text.replace(prefix, "")
+    text = text.strip().lstrip(":").strip()
+    head, sep, tail = text.rpartition("; ")
+    if sep and tail.startswith(("download", "pull", "re-save")):
+        text = head
+    return text
 
 
 def build_model(folder: Path) -> nn.Module:
@@ -252,37 +314,6 @@ def _load_mask(folder: Path) -> tuple[Mask, dict[str, str]]:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
-
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} exists and is not a folder; pick another output path")
-
-
-def _build_atomically(out: Path, build, replace: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    tmp = out.parent / f".{out.name}.partial-{token}"
-    tmp.mkdir()
-    try:
-        build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if replace and out.exists():
-        old = out.parent / f".{out.name}.old-{token}"
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            os.replace(old, out)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
 
 def _write_weights(folder: Path, tensors: dict, mask: Mask, digest: str, mask_metadata: dict | None = None) -> None:
     meta = {k: v for k, v in (mask_metadata or {}).items() if k not in ("format", "version", "layers", "sha256")}

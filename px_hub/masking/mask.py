@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from .._fs import save_safetensors
 from ..errors import IntegrityError, InvalidArgumentError, LayerCollapseError, MaskMismatchError
 
 MASK_FORMAT = "px-hub-mask"
@@ -176,7 +177,8 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # -- files --------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
-        """Compact safetensors: packed bits per layer, or kept indices where a layer is sparser than 1/32."""
+        """Compact safetensors: packed bits per layer, or kept indices where a layer is sparser than 1/32. Identical
+        masks and metadata give identical bytes (the header's keys are sorted)."""
         tensors, layers = {}, {}
         for k, m in self._m.items():
             flat = m.reshape(-1)
@@ -191,9 +193,7 @@ class Mask(Mapping[str, torch.Tensor]):
         meta = {"format": MASK_FORMAT, "version": MASK_FORMAT_VERSION, "layers": json.dumps(layers),
                 "sha256": self.sha256()}
         meta.update({str(a): str(b) for a, b in (metadata or {}).items()})
-        tmp = f"{os.fspath(path)}.tmp"
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        save_safetensors(tensors, path, metadata=meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Mask":
