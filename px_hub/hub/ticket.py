@@ -6,7 +6,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import torch
@@ -15,20 +14,9 @@ from torch import nn
 from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, OutputExistsError, UnknownNameError,
                       UnsupportedModelError)
 from ..masking import Mask
+from ..records import library_versions
+from ..records import to_jsonable as _plain
 from . import format as fmt
-
-_VERSIONED = ("px-hub", "torch", "timm", "huggingface_hub", "safetensors", "open_clip_torch", "accelerate")
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-    return out
-
 
 # -- writing ----------------------------------------------------------------------------------------------------
 
@@ -346,8 +334,3 @@ def _merge_results(old: list[dict], new: list[dict]) -> list[dict]:
     key = lambda r: (r.get("task"), r.get("dataset"), r.get("split"), r.get("metric"), r.get("name"))  # noqa: E731
     replaced = {key(r) for r in new}
     return [r for r in old if key(r) not in replaced] + new
-
-
-def _plain(obj):
-    """JSON-able copy (tensors → lists, tuples → lists, paths → str)."""
-    return json.loads(json.dumps(obj, default=fmt._json_default))
