@@ -52,13 +52,15 @@ class Prepared:
 
 
 def prepare(spec: PruneSpec, *, model=None, data_config: dict | None = None, source: dict | None = None,
-            dataset=None, transform=None, device=None, progress: bool = False) -> Prepared:
+            dataset=None, transform=None, device=None, max_examples: int | None = None,
+            progress: bool = False) -> Prepared:
     """Load what ``spec`` names (or use the given ``model``/``dataset``), draw the class-balanced split and cut
-    it into batches; under ``torch.distributed`` each process keeps whole batches round-robin."""
+    it into batches; under ``torch.distributed`` each process keeps whole batches round-robin. ``max_examples``
+    keeps only the split's first examples (e.g. an NTK sample)."""
     from .data import PruningSplit, eval_transform, load_image_dataset, make_batches
     from .distributed import shard
 
-    spec.validate()
+    spec.data.validate()
     t = {}
     t0 = time.perf_counter()
     d = spec.data
@@ -86,8 +88,8 @@ def prepare(spec: PruneSpec, *, model=None, data_config: dict | None = None, sou
         model = model.to(device)
     t0 = time.perf_counter()
     split = PruningSplit.create(dataset, k=d.examples_per_class, seed=d.seed, order=d.order)
-    batches = make_batches(dataset, split.indices, transform or eval_transform(data_config), d.batch_size,
-                           progress=progress)
+    batches = make_batches(dataset, split.indices[:max_examples], transform or eval_transform(data_config),
+                           d.batch_size, progress=progress)
     mine, ids = shard(batches)
     t["preprocess"] = time.perf_counter() - t0
     return Prepared(spec, model, data_config, dict(source or {}), dataset, split, batches, mine, ids,
@@ -95,19 +97,17 @@ def prepare(spec: PruneSpec, *, model=None, data_config: dict | None = None, sou
 
 
 def run(spec: PruneSpec, *, prepared: Prepared | None = None, checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: float = 30.0, net=None, progress: bool = False, fail_on_collapse: bool = False,
+        checkpoint_every: float = 30.0, progress: bool = False, fail_on_collapse: bool = False,
         **prepare_kwargs):
     """Prune as ``spec`` says; returns :class:`px_hub.prune.PruneResult` with ``record`` ready to be the ticket's
     ``px_config.json`` (``spec``, ``spec_hash``, ``data``, ``model`` and the pruning record), ``timings`` and
     ``prepared``. With ``checkpoint_dir`` the rounds are checkpointed there (rank 0 writes, at most every
     ``checkpoint_every`` seconds; 0: after every round) and a run of the same spec continues from the newest
-    checkpoint. ``net`` prunes another network on the prepared batches (e.g. a segmentation backbone probe)."""
-    from . import distributed
+    checkpoint. ``prepare_kwargs`` go to :func:`prepare` (a given model, data config or dataset)."""
     from .prune import prune_with_record
 
-    spec = spec.resolved()
+    spec = spec.validate().resolved()
     prep = prepared if prepared is not None else prepare(spec, progress=progress, **prepare_kwargs)
-    target = net if net is not None else prep.model
     ckpt = RoundCheckpoint(checkpoint_dir, spec, every_seconds=checkpoint_every) if checkpoint_dir else None
     start = ckpt.load() if ckpt is not None else None
     kwargs = {}
@@ -119,7 +119,7 @@ def run(spec: PruneSpec, *, prepared: Prepared | None = None, checkpoint_dir: st
         log.info("resuming from %s: %d of %d rounds done", ckpt.path, rnd, spec.rounds)
     t0 = time.perf_counter()
     result = prune_with_record(
-        target, prep.mine, method=spec.method, sparsity=spec.sparsity, rounds=spec.rounds, scope=spec.scope,
+        prep.model, prep.mine, method=spec.method, sparsity=spec.sparsity, rounds=spec.rounds, scope=spec.scope,
         seed=spec.seed, schedule=spec.schedule, targets=spec.targets.to_targets(), fail_on_collapse=fail_on_collapse,
         progress=progress, batch_ids=prep.ids, input_shape=prep.input_shape, method_options=spec.options,
         on_round=ckpt.save if ckpt is not None else None, **kwargs)
@@ -131,9 +131,6 @@ def run(spec: PruneSpec, *, prepared: Prepared | None = None, checkpoint_dir: st
         record["resumed_at_round"] = start[0]
     if prep.source:
         record["model"] = {**prep.source, "pretrained": spec.model.pretrained, "head_seed": spec.model.head_seed}
-    _, world = distributed.rank_world()
-    if world > 1:
-        record["num_batches"] = len(prep.batches)
     return dataclasses.replace(result, record=record, spec=spec, timings=timings, prepared=prep)
 
 

@@ -55,6 +55,17 @@ class DataSpec:
     batch_size: int = 100
     input_size: int | None = None
 
+    def validate(self) -> "DataSpec":
+        if not self.dataset:
+            raise InvalidArgumentError("no pruning dataset given; pass --data (e.g. --data digits)")
+        if self.examples_per_class < 1:
+            raise InvalidArgumentError(f"--examples-per-class must be >= 1, got {self.examples_per_class}")
+        if self.batch_size < 1:
+            raise InvalidArgumentError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.input_size is not None and self.input_size < 1:
+            raise InvalidArgumentError(f"--input-size must be >= 1, got {self.input_size}")
+        return self
+
 
 @dataclass(frozen=True)
 class TargetsSpec:
@@ -116,13 +127,7 @@ class PruneSpec:
             raise InvalidArgumentError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.scope not in SCOPES:
             raise InvalidArgumentError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        d = self.data
-        if d.examples_per_class < 1:
-            raise InvalidArgumentError(f"--examples-per-class must be >= 1, got {d.examples_per_class}")
-        if d.batch_size < 1:
-            raise InvalidArgumentError(f"--batch-size must be >= 1, got {d.batch_size}")
-        if d.input_size is not None and d.input_size < 1:
-            raise InvalidArgumentError(f"--input-size must be >= 1, got {d.input_size}")
+        self.data.validate()
         if self.model.num_classes is not None and self.model.num_classes < 1:
             raise InvalidArgumentError(f"--num-classes must be >= 1, got {self.model.num_classes}")
         return self
