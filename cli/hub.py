@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         "pull", help="download a published ticket and verify it",
         description="Download USER/REPO[@REV] (the compact weights when present), rebuild and verify the dense "
                     "weights against the mask's hash, and print the ticket folder. Works offline from the cache.")
-    q.add_argument("repo", metavar="USER/REPO[@REV]")
+    q.add_argument("repo", metavar="USER/REPO[@REV]", help="the ticket on the Hub, at a branch, tag or commit")
     q.add_argument("--out", metavar="DIR", default=None,
                    help="where to write the ticket (default: $HF_HOME/px-hub/tickets/USER--REPO/COMMIT)")
     q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -81,7 +81,7 @@ def _check_can_push(args: argparse.Namespace) -> None:
     if constants.is_offline_mode():
         raise HubError("--push needs the Hub but HF_HUB_OFFLINE is set; unset it, or drop --push and run "
                        "`px-hub push` later")
-    if not (args.token or os.environ.get("HF_TOKEN") or _stored_token()):
+    if not (args.token or _stored_token()):  # get_token: HF_TOKEN, then `hf auth login`
         raise HubError("--push needs a Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token")
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import InvalidArgumentError, UnknownNameError
 
-DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+from ..data.transforms import DATA_CONFIG_KEYS  # noqa: F401  (the timm data-config keys px-hub keeps)
 
 
 @dataclass

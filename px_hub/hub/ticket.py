@@ -202,21 +202,10 @@ def build_model(folder: Path) -> nn.Module:
 
 
 def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    sd = model.state_dict()
-    wrong = [k for k, t in tensors.items() if k in sd and tuple(sd[k].shape) != tuple(t.shape)]
-    if wrong:
-        k = wrong[0]
-        raise MaskMismatchError(
-            f"the ticket's weights do not fit {type(model).__name__}: {k} is {tuple(tensors[k].shape)} in the file but "
-            f"{tuple(sd[k].shape)} in the model built from config.json; the ticket's config.json is wrong"
-        )
-    result = model.load_state_dict(tensors, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        k = (result.missing_keys or result.unexpected_keys)[0]
-        raise MaskMismatchError(
-            f"the ticket's weights do not fit the architecture in config.json ({k!r} "
-            f"{'missing from' if result.missing_keys else 'unexpected in'} the weights); the ticket is inconsistent"
-        )
+    from ..backbones._common import load_exact
+
+    load_exact(model, tensors, "the ticket's weights", error=MaskMismatchError,
+               fix="the ticket's config.json does not match its weights; download or re-save the ticket")
 
 
 def _card_repo_id(folder: Path) -> str | None:
