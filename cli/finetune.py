@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--ticket", help="a ticket folder or Hub repo id: model + mask; results are written into it")
-    src.add_argument("--model", help="a backbone name (overrides model.name), with --mask or the recipe's prune.method")
+    src.add_argument("--model",
+                     help="a backbone name (overrides model.name), with --mask or the recipe's prune.method")
     p.add_argument("--mask", help="mask.safetensors for --model (or for the recipe's model)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/RECIPE-HASH)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

@@ -17,7 +17,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--quiet`` and ``-v/--verbose``, the same on every subcommand."""
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, tables or notes; errors only")
     parser.add_argument("--verbose", "-v", action="count", default=0,
-                        help="more log output (-v: what each stage does, -vv: debug)")
+                        help="more log output: what each stage does and how long it took")
 
 
 def add_deprecated_alias(parser: argparse.ArgumentParser, flag: str, dest: str, **kwargs) -> None:
@@ -41,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(args: argparse.Namespace) -> None:
-    """Library messages (logger ``px_hub``) to stderr: warnings only with --quiet, progress notes by default,
-    debug with -vv."""
+    """Library messages (logger ``px_hub``) to stderr: warnings only with --quiet, notes by default, stage details
+    with -v."""
     verbose = getattr(args, "verbose", 0) or 0
-    level = logging.WARNING if getattr(args, "quiet", False) else logging.DEBUG if verbose > 1 else logging.INFO
+    level = logging.WARNING if getattr(args, "quiet", False) else logging.DEBUG if verbose else logging.INFO
     logger = logging.getLogger("px_hub")
     logger.setLevel(level)
     if not any(getattr(h, "_px_hub", False) for h in logger.handlers):

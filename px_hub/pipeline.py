@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError
+from .errors import IntegrityError, InvalidArgumentError
 from .spec import PruneSpec
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ def prepare(spec: PruneSpec, *, model=None, data_config: dict | None = None, sou
                            d.batch_size, progress=progress)
     mine, ids = shard(batches)
     t["preprocess"] = time.perf_counter() - t0
+    log.debug("prepared %s: %d images in %d batch(es) (%d on this process); seconds: %s", d.dataset,
+              split.num_samples, len(batches), len(mine), ", ".join(f"{k} {v:.2f}" for k, v in t.items()))
     return Prepared(spec, model, data_config, dict(source or {}), dataset, split, batches, mine, ids,
                     {k: round(v, 3) for k, v in t.items()})
 
@@ -108,6 +110,9 @@ def run(spec: PruneSpec, *, prepared: Prepared | None = None, checkpoint_dir: st
 
     spec = spec.validate().resolved()
     prep = prepared if prepared is not None else prepare(spec, progress=progress, **prepare_kwargs)
+    if prep.spec.data != spec.data:
+        raise InvalidArgumentError("the prepared batches were made for other data than this spec's; prepare(spec) "
+                                   "again or change only the method options")
     ckpt = RoundCheckpoint(checkpoint_dir, spec, every_seconds=checkpoint_every) if checkpoint_dir else None
     start = ckpt.load() if ckpt is not None else None
     kwargs = {}
@@ -124,6 +129,7 @@ def run(spec: PruneSpec, *, prepared: Prepared | None = None, checkpoint_dir: st
         progress=progress, batch_ids=prep.ids, input_shape=prep.input_shape, method_options=spec.options,
         on_round=ckpt.save if ckpt is not None else None, **kwargs)
     timings = dict(prep.timings, prune=round(time.perf_counter() - t0, 3))
+    log.debug("pruned with %s (spec %s) in %.2f s", spec.method, spec.hash(), timings["prune"])
     record = {"spec": spec.to_dict(), "spec_hash": spec.hash(), **result.record,
               "num_batches": len(prep.batches), "data": prep.split.to_record(),
               "timings": timings}

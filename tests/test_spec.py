@@ -46,7 +46,8 @@ def test_every_field_is_covered_by_the_change_table():
 
 
 def test_same_spec_same_hash():
-    again = PruneSpec(model=ModelSpec("cifar_resnet20", pretrained=False), data=DataSpec("digits", examples_per_class=2))
+    again = PruneSpec(model=ModelSpec("cifar_resnet20", pretrained=False),
+                      data=DataSpec("digits", examples_per_class=2))
     assert again.hash() == BASE.hash() and again.canonical() == BASE.canonical()
     assert len(BASE.hash()) == 12 and int(BASE.hash(), 16) >= 0
     # defaults made explicit resolve to the same spec: px's 100 rounds and k_batch=one

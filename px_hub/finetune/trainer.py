@@ -192,7 +192,8 @@ def make_loaders(recipe: Recipe, train_data, val_data, data_config: dict, world:
                        indices=subset_indices(len(val_data), d.val_subset, hp.seed + 1))
     micro = hp.batch_size // hp.grad_accum_steps
     if len(train_set) < micro:
-        raise DataError(f"{len(train_set)} training examples is fewer than one batch ({micro}); lower train.batch_size")
+        raise DataError(f"{len(train_set)} training examples is fewer than one batch ({micro}); "
+                        "lower train.batch_size")
     eval_bs = hp.eval_batch_size or hp.batch_size
     eval_bs = max(world, eval_bs - eval_bs % world)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=micro, shuffle=True, num_workers=d.num_workers,
@@ -271,7 +272,8 @@ def train(recipe: Recipe, accelerator, model, mask, optimizer, train_loader, val
             if accelerator.sync_gradients:
                 state["global_step"] += 1
                 state["batches_in_epoch"] = batch_idx
-                if hp.checkpoint_every and state["global_step"] % hp.checkpoint_every == 0 and batch_idx < steps_per_epoch:
+                due = hp.checkpoint_every and state["global_step"] % hp.checkpoint_every == 0
+                if due and batch_idx < steps_per_epoch:
                     _save_checkpoint(accelerator, out, state, hp.keep_checkpoints)
                 if on_step is not None:
                     on_step(state["global_step"])
