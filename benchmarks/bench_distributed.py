@@ -31,25 +31,23 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out_dir:
     import torch
     import torch.distributed as dist
 
-    import px_hub
-    from px_hub.backbones import load_backbone
-    from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches, shard_batches
+    from px_hub import pipeline
+    from px_hub.spec import DataSpec, ModelSpec, PruneSpec
 
     threads = max(1, (os.cpu_count() or 1) // world)
     torch.set_num_threads(threads)
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    lm = load_backbone(args.model, num_classes=10, pretrained=False, seed=0)
-    ds = load_image_dataset(args.dataset, "train")
-    split = PruningSplit.create(ds, k=args.k, seed=0)
-    cfg = dict(lm.data_config, input_size=(3, args.size, args.size))
-    batches = make_batches(ds, split.indices, eval_transform(cfg), batch_size=args.batch_size, progress=False)
-    mine = shard_batches(batches)
+    spec = PruneSpec(model=ModelSpec(args.model, pretrained=False, num_classes=10),
+                     data=DataSpec(args.dataset, examples_per_class=args.k, batch_size=args.batch_size,
+                                   input_size=args.size),
+                     method="px", sparsity=args.sparsity, rounds=args.rounds)
+    prepared = pipeline.prepare(spec)  # this rank's whole batches: prepared.mine
+    mine = prepared.mine
     if world > 1:
         dist.barrier()
     t0 = time.perf_counter()
-    res = px_hub.prune_with_record(lm.model, mine, method="px", sparsity=args.sparsity, rounds=args.rounds, seed=0,
-                                   progress=rank == 0)
+    res = pipeline.run(spec, prepared=prepared, progress=rank == 0)
     seconds = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     row = {"rank": rank, "world": world, "threads": threads, "batches": len(mine), "seconds": round(seconds, 2),

@@ -27,20 +27,23 @@ import px_hub  # noqa: F401  (first: torchvision fix, registers cifar_resnet20)
 import timm
 import torch
 
+from px_hub import pipeline
 from px_hub.analysis.compare import compare_methods, write_comparison
-from px_hub.analysis.report import _json_safe
-from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches
+from px_hub.records import to_jsonable
+from px_hub.spec import DataSpec, ModelSpec, PruneSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
 
 
-def pruning_batches(data: str, k: int, seed: int, model):
-    ds = load_image_dataset(data, split="train")
-    split = PruningSplit.create(ds, k=k, seed=seed)
-    cfg = timm.data.resolve_data_config({}, model=model)  # 3x32x32, CIFAR mean/std: digits are upsampled to 32 px
-    return make_batches(ds, split.indices, eval_transform(cfg), batch_size=len(split.indices), progress=False), split
+def prepared_split(data: str, k: int, seed: int, model, sparsity: float):
+    """The pipeline's split and batches for ``model`` at its seeded init: one batch of k x 10 examples, with the
+    model's own preprocessing (3x32x32, CIFAR mean/std: digits are upsampled to 32 px)."""
+    spec = PruneSpec(model=ModelSpec("cifar_resnet20", pretrained=False, num_classes=10, head_seed=seed),
+                     data=DataSpec(data, examples_per_class=k, seed=seed, batch_size=k * 10),
+                     sparsity=sparsity, seed=seed)
+    return pipeline.prepare(spec, model=model)
 
 
 def closeness(ratio: float) -> float:
@@ -54,21 +57,21 @@ def run(data: str, seeds: list[int], k: int, samples: int, threads: int, parts: 
     for seed in seeds:
         torch.manual_seed(seed)
         model = timm.create_model("cifar_resnet20", num_classes=10).eval()
-        batches, split = pruning_batches(data, k, seed, model)
         if "fig5" in parts:
-            out["fig5"].append(fig5(model, batches, split, data, seed, samples))
+            out["fig5"].append(fig5(prepared_split(data, k, seed, model, 0.9312), data, seed, samples))
             save(out)
         if "fig6" in parts:
-            out["fig6"].append(fig6(model, batches, data, seed))
+            out["fig6"].append(fig6(prepared_split(data, k, seed, model, 0.982), data, seed))
             save(out)
     return out
 
 
-def fig5(model, batches, split, data: str, seed: int, samples: int) -> dict:
+def fig5(prepared, data: str, seed: int, samples: int) -> dict:
     """Spectrum vs dense at 0.9312 (px_official too: the paper's numbers come from the official code)."""
     t0 = time.perf_counter()
-    s5 = compare_methods(model, batches, ["px", "px_official", "synflow_l2", "synflow"], 0.9312, seed=seed,
-                         ntk_samples=samples, progress=False)
+    split = prepared.split
+    s5 = compare_methods(prepared, ["px", "px_official", "synflow_l2", "synflow"], ntk_samples=samples,
+                         progress=False)
     write_comparison(s5, RESULTS / f"paper_fig5_{data}_seed{seed}", title=f"ResNet-20, {data}, seed {seed}")
     row = {"seed": seed, "split_digest": split.digest, "seconds": round(time.perf_counter() - t0, 1)}
     for name, e in s5["methods"].items():
@@ -87,11 +90,10 @@ def fig5(model, batches, split, data: str, seed: int, samples: int) -> dict:
     return row
 
 
-def fig6(model, batches, data: str, seed: int) -> dict:
+def fig6(prepared, data: str, seed: int) -> dict:
     """Alive output units at 0.982."""
     t0 = time.perf_counter()
-    s6 = compare_methods(model, batches, ["px", "synflow", "ntk_sap"], 0.982, seed=seed, ntk_samples=0,
-                         progress=False)
+    s6 = compare_methods(prepared, ["px", "synflow", "ntk_sap"], ntk_samples=0, progress=False)
     write_comparison(s6, RESULTS / f"paper_fig6_{data}_seed{seed}", title=f"ResNet-20, {data}, seed {seed}")
     layers = {n: [r["alive_outputs"] for r in e["layers"]] for n, e in s6["methods"].items()}
     names = [r["layer"] for r in s6["methods"]["px"]["layers"]]
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
         for part in ("fig5", "fig6"):
             if part not in a.parts:  # keep what an earlier run measured
                 merged[part] = old.get(part, [])
-        path.write_text(json.dumps(_json_safe(merged), indent=2) + "\n")
+        path.write_text(json.dumps(to_jsonable(merged), indent=2) + "\n")
         (RESULTS / f"paper_checks_{a.data}.md").write_text(markdown(merged))
 
     res = run(a.data, a.seeds, a.k, a.samples, a.threads, a.parts, save)

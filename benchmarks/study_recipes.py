@@ -27,7 +27,9 @@ import px_hub  # noqa: E402  (torchvision fix, timm registrations)
 import timm  # noqa: E402
 import torch  # noqa: E402
 
-from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches  # noqa: E402
+from px_hub import pipeline  # noqa: E402
+from px_hub.data import load_image_dataset  # noqa: E402
+from px_hub.spec import DataSpec, ModelSpec, PruneSpec  # noqa: E402
 from px_hub.finetune import finetune, load_recipe  # noqa: E402
 
 METHODS = ["px", "px_official", "synflow", "snip", "grasp", "magnitude", "random", "ntk_sap"]
@@ -70,12 +72,11 @@ def run_one(a, method: str, sparsity: float, seed: int, train, runs: Path) -> di
     row = {"method": method, "sparsity": sparsity, "seed": seed}
     mask, t0 = None, time.time()
     if method != "dense":
-        split = PruningSplit.create(train, k=10, seed=seed)
-        tf = eval_transform(timm.data.resolve_data_config(model=model))
-        batches = make_batches(train, split.indices, tf, batch_size=100, progress=False)
         rounds = a.rounds if px_hub.get_method(method).default_rounds > 1 else None
-        res = px_hub.prune_with_record(model, batches, method=method, sparsity=sparsity, rounds=rounds, seed=seed,
-                                       progress=False)
+        spec = PruneSpec(model=ModelSpec("cifar_resnet20", pretrained=False, num_classes=10, head_seed=seed),
+                         data=DataSpec("animal-mnist", examples_per_class=10, seed=seed, batch_size=100),
+                         method=method, sparsity=sparsity, rounds=rounds, seed=seed)
+        res = pipeline.run(spec, model=model, dataset=train)  # the model at torch.manual_seed(seed)'s init
         mask = res.mask
         row.update(prune_seconds=round(time.time() - t0, 1), actual_sparsity=round(mask.sparsity(), 5),
                    collapsed_layers=len(mask.collapsed_layers()), rounds=res.record.get("rounds"))

@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import DataError, InvalidArgumentError
+
 
 def cpu_requested() -> bool:
     """``ACCELERATE_USE_CPU`` (set by ``accelerate launch --cpu``, ``accelerate.debug_launcher``, or by hand).
@@ -43,16 +45,31 @@ def gather_by_id(items: dict[int, torch.Tensor]) -> list[torch.Tensor]:
         for p in parts:
             dup = merged.keys() & p.keys()
             if dup:
-                raise RuntimeError(f"batch ids {sorted(dup)[:3]} were scored by more than one process")
+                raise InvalidArgumentError(f"batch ids {sorted(dup)[:3]} were scored by more than one process; "
+                                           "give each process distinct batch_ids")
             merged.update(p)
         device = next(iter(items.values())).device if items else torch.device("cpu")
         return [merged[k].to(device) for k in sorted(merged)]
     return [items[k] for k in sorted(items)]
 
 
-def shard(seq: list, rank: int | None = None, world: int | None = None) -> tuple[list, list[int]]:
-    """Round-robin whole items (batches) over processes: rank r takes items r, r + W, ...; returns the items and
-    their global indices."""
-    r, w = rank_world() if rank is None or world is None else (rank, world)
-    ids = list(range(r, len(seq), w))
+def shard(seq, rank: int | None = None, world: int | None = None) -> tuple[list, list[int]]:
+    """This process's share of ``seq`` (pruning batches), round-robin by whole item: rank ``r`` of ``w`` takes
+    items ``r, r + w, r + 2w, ...``; returns the items and their global indices. ``rank``/``world`` default to the
+    torch.distributed process group (one process: everything).
+
+    PX's J view normalises with each batch's statistics, so a distributed run must form exactly the batches a single
+    process would and give each rank whole batches. The indices are the global batch ids :func:`px_hub.prune`
+    assumes by default (``i * world + rank`` for the rank's i-th batch), so the per-batch totals it gathers are
+    summed in the single-process order and every rank thresholds the same numbers."""
+    r, w = rank_world()
+    rank = r if rank is None else rank
+    world = w if world is None else world
+    if world < 1 or not 0 <= rank < world:
+        raise InvalidArgumentError(f"need 0 <= rank < world, got rank={rank}, world={world}")
+    seq = list(seq)
+    if len(seq) < world:
+        raise DataError(f"{len(seq)} batches cannot be shared by {world} processes (each needs at least one whole "
+                        "batch); use a smaller --batch-size or fewer processes")
+    ids = list(range(rank, len(seq), world))
     return [seq[i] for i in ids], ids

@@ -4,11 +4,11 @@ exponential schedule; plus one-round ``score``. Importance (``px_hub.methods``) 
 from __future__ import annotations
 
 import contextlib
-import platform
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,13 +19,21 @@ from .errors import DataError, InvalidArgumentError, LayerCollapseError, require
 from .masking import Mask, PruneTargets, sparsity_schedule
 from .masking.targets import as_targets
 from .methods import ScoringContext, get_method
+from .records import library_versions
 
 
 @dataclass
 class PruneResult:
     mask: Mask
-    record: dict                         # JSON-able: how the mask was made
+    record: dict                         # JSON-able: how the mask was made (px_hub.pipeline: px_config.json)
     history: list[dict] = field(default_factory=list)  # per round: sparsity target, kept, seconds
+    spec: Any = None                     # the resolved px_hub.PruneSpec (px_hub.pipeline.run)
+    timings: dict = field(default_factory=dict)  # seconds per stage (px_hub.pipeline.run)
+    prepared: Any = None                 # px_hub.pipeline.Prepared: model, data config, split, batches
+
+    def report(self):
+        """Per-layer kept/total/density and alive outputs (:meth:`Mask.report`)."""
+        return self.mask.report()
 
 
 @contextlib.contextmanager
@@ -134,7 +142,13 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                       schedule: str = "exponential", targets: PruneTargets | Iterable[str] | None = None,
                       fail_on_collapse: bool = False, progress: bool = True, *,
                       batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,
-                      initial_mask: Mask | None = None, method_options: dict | None = None) -> PruneResult:
+                      initial_mask: Mask | None = None, method_options: dict | None = None,
+                      initial_round: int = 0, initial_history: Sequence[dict] | None = None,
+                      on_round: Callable[[int, Mask, list[dict]], None] | None = None) -> PruneResult:
+    """:func:`prune`, returning the mask with a JSON-able record of how it was made and the per-round history.
+    Resuming: ``initial_mask`` is the mask after ``initial_round`` completed rounds (``initial_history`` their
+    history); the loop continues at round ``initial_round`` and ends with the mask an uninterrupted run makes.
+    ``on_round(rounds_done, mask, history)`` is called after every round (e.g. to write a checkpoint)."""
     s = require_sparsity(sparsity)
     if scope not in ("global", "local"):
         raise InvalidArgumentError(f"scope must be 'global' or 'local', got {scope!r}")
@@ -148,16 +162,18 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
     for w in warns:
         if rank == 0:
             warnings.warn(w, stacklevel=2)
-    history: list[dict] = []
+    history: list[dict] = list(initial_history or [])
+    if not 0 <= initial_round < r_total or (initial_round and initial_mask is None):
+        raise InvalidArgumentError(f"initial_round must be in [0, {r_total}) and come with initial_mask")
     t0 = time.perf_counter()
     with _eval_mode(model):
         params = tg.select(model)
         mask = initial_mask if initial_mask is not None else Mask.ones(params)
         mask.validate(model)
         plan = sparsity_schedule(s, r_total, schedule)
-        bar = tqdm(plan, desc=f"{info.name} rounds", unit="round", disable=not progress or rank != 0,
-                   leave=False)
-        for r, s_r in enumerate(bar):
+        bar = tqdm(plan[initial_round:], desc=f"{info.name} rounds", unit="round", initial=initial_round,
+                   total=r_total, disable=not progress or rank != 0, leave=False)
+        for r, s_r in enumerate(bar, start=initial_round):
             tr = time.perf_counter()
             ctx = _context(model, params, mask, bs, ids, shape, seed, r, options)
             scores = _round_scores(info, ctx)
@@ -169,6 +185,8 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
                             "seconds": round(time.perf_counter() - tr, 4)})
             bar.set_postfix(density=f"{mask.density():.4f}")
+            if on_round is not None:
+                on_round(r + 1, mask, history)
     seconds = time.perf_counter() - t0
     collapsed = mask.check_collapse(fail=fail_on_collapse)
     record = {
@@ -214,15 +232,3 @@ def _zero_gamma_warnings(model: nn.Module) -> list[str]:
     return [f"{len(zero)} BatchNorm layer(s) have all-zero scale (e.g. {zero[0]}; timm's zero_init_last random init): "
             "paths through them carry nothing, so data/NTK-based scores of the layers before them are zero and those "
             "layers get pruned away. Prune pretrained weights, or create the model with zero_init_last=False."]
-
-
-def library_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("px-hub", "torch", "timm", "huggingface-hub", "accelerate", "datasets", "safetensors"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out

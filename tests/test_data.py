@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from px_hub.data import (ANIMAL_MNIST_CLASSES, PruningSplit, dataset_from_hf, eval_transform, ids_digest,
-                         load_image_dataset, load_numpy_pickle, make_batches, shard_batches)
+                         load_image_dataset, load_numpy_pickle, make_batches)
+from px_hub.distributed import shard
 from px_hub.errors import DataError, InvalidArgumentError, PxHubError
 
 IMAGENET_CFG = {"input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
@@ -208,10 +209,10 @@ def test_datasets_backed_detection_and_errors(tmp_path):
 
 def test_shard_batches():
     batches = [(torch.full((2,), i), torch.tensor([i])) for i in range(5)]
-    assert [int(b[1]) for b in shard_batches(batches, 0, 2)] == [0, 2, 4]
-    assert [int(b[1]) for b in shard_batches(batches, 1, 2)] == [1, 3]
-    assert len(shard_batches(batches)) == 5  # not distributed: everything
+    assert [int(b[1]) for b in shard(batches, 0, 2)[0]] == [0, 2, 4]
+    assert [int(b[1]) for b in shard(batches, 1, 2)[0]] == [1, 3]
+    assert len(shard(batches)[0]) == 5  # not distributed: everything
     with pytest.raises(DataError, match="cannot be shared by 8 processes"):
-        shard_batches(batches, 0, 8)
+        shard(batches, 0, 8)
     with pytest.raises(InvalidArgumentError):
-        shard_batches(batches, 2, 2)
+        shard(batches, 2, 2)

@@ -1,5 +1,5 @@
 """Distributed scoring: two CPU processes (gloo, accelerate.debug_launcher) each pass their own whole batches
-(round-robin, px_hub.data.shard_batches); the masks must be identical on every rank and identical, bit for bit, to
+(round-robin, px_hub.distributed.shard); the masks must be identical on every rank and identical, bit for bit, to
 the single-process mask. Plus an end-to-end ``accelerate launch`` of ``px-hub prune``."""
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 
 import px_hub
 from px_hub import Mask
-from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches, shard_batches
+from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches
+from px_hub.distributed import shard
 
 from conftest import reference_dir
 
@@ -68,7 +69,7 @@ def _worker(case: str, out_dir: str):
     assert dist.is_initialized() and dist.get_world_size() == 2
     rank = dist.get_rank()
     _, batches = CASES[case][0]()
-    mine = shard_batches(batches)  # rank r: batches r, r+2
+    mine = shard(batches)[0]  # rank r: batches r, r+2
     assert len(mine) == 2
     mask = _prune(case, mine)
     mask.save(os.path.join(out_dir, f"{case}_rank{rank}.safetensors"))
@@ -93,7 +94,7 @@ def test_two_process_masks_equal_single_process(case, tmp_path):
 
 def test_shard_batches_round_robin_covers_each_batch_once():
     batches = [(torch.full((1,), float(i)), torch.tensor([i])) for i in range(7)]
-    shards = [shard_batches(batches, r, 3) for r in range(3)]
+    shards = [shard(batches, r, 3)[0] for r in range(3)]
     assert [[int(b[1]) for b in s] for s in shards] == [[0, 3, 6], [1, 4], [2, 5]]
 
 

@@ -222,6 +222,10 @@ def test_cli_push_and_pull(hub, env, ticket, tmp_path, capsys):
     # default repo id: <user>/<folder name>
     assert main(["push", str(ticket)]) == 0
     assert "alice/tiny-ticket" in hub.repos
+    # `hf upload` order, with a commit message and an explicit token (never printed)
+    assert main(["push", "alice/hf-order", str(ticket), "--commit-message", "first ticket", "--token", TOKEN]) == 0
+    out = capsys.readouterr()
+    assert "alice/hf-order" in hub.repos and TOKEN not in out.out + out.err
 
 
 def test_push_refuses_offline_mode(ticket):

@@ -4,6 +4,7 @@ when a recipe is given)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import pathlib
@@ -12,10 +13,11 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from ..errors import InvalidArgumentError
+from ..records import to_jsonable
 from . import plots
 from .layers import collapse_warnings, layer_rows
 from .ntk import DEFAULT_MAX_OUTPUTS, NTKSpectrum, compare_spectra, ntk_spectrum
-from .report import _json_safe, take_inputs
+from .report import take_inputs
 
 COMPARE_FILE = "compare.json"
 TABLE_FILE = "compare.md"
@@ -23,17 +25,17 @@ COMPARE_FIGURES = {"layer_density": "compare_layer_density.png", "alive_outputs"
                    "ntk_spectrum": "compare_ntk_spectrum.png"}
 
 
-def compare_methods(model: nn.Module, batches: Sequence, methods: Sequence[str], sparsity: float, *,
-                    rounds: int | None = None, seed: int = 0, ntk_samples: int = 20,
-                    max_outputs: int | None = DEFAULT_MAX_OUTPUTS, targets=None, progress: bool = True,
+def compare_methods(prepared, methods: Sequence[str], *, rounds: int | None = None, ntk_samples: int = 20,
+                    max_outputs: int | None = DEFAULT_MAX_OUTPUTS, progress: bool = True,
                     finetune: Callable[[str, nn.Module, object], dict] | None = None) -> dict:
-    """Prune a copy of ``model`` with each of ``methods`` on the same ``batches`` (a list: every method sees the
-    same pruning data). ``rounds=None`` uses each method's own default (PX/SynFlow 100, SNIP 1, ...).
+    """Prune a copy of ``prepared.model`` (a :class:`px_hub.pipeline.Prepared`) with each of ``methods`` on the
+    same split and batches, through :func:`px_hub.pipeline.run` with ``prepared.spec``'s sparsity, seed, targets
+    and schedule. ``rounds=None`` uses each method's own default (PX/SynFlow 100, SNIP 1, ...).
     ``finetune(method, pruned_model, mask) -> {"metric": value, ...}`` adds accuracy columns.
-    Returns a JSON-able dict plus ``"_spectra"`` (for the plots) and ``"_masks"`` (method -> Mask); the caller's
+    Returns a JSON-able dict plus ``"_spectra"`` (for the plots) and ``"_masks"`` (method -> Mask); the prepared
     model is not modified."""
+    from .. import pipeline
     from ..methods import get_method
-    from ..prune import prune_with_record
 
     methods = [m.strip() for m in methods if m.strip()]
     if not methods:
@@ -42,19 +44,19 @@ def compare_methods(model: nn.Module, batches: Sequence, methods: Sequence[str],
         raise InvalidArgumentError(f"--methods lists a method twice: {','.join(methods)}")
     for m in methods:
         get_method(m)  # unknown names fail before any work
-    batches = list(batches)
-    inputs = take_inputs(batches, ntk_samples) if ntk_samples else None
+    model, base = prepared.model, prepared.spec
+    inputs = take_inputs(prepared.batches, ntk_samples) if ntk_samples else None
     dense = ntk_spectrum(model, inputs, max_outputs=max_outputs) if inputs is not None else None
     spectra: dict[str, NTKSpectrum] = {"dense": dense} if dense is not None else {}
     masks = {}
-    out: dict = {"sparsity": float(sparsity), "seed": seed, "rounds": rounds, "methods": {},
+    out: dict = {"sparsity": float(base.sparsity), "seed": base.seed, "rounds": rounds, "methods": {},
                  "ntk": {"dense": dense.to_dict() if dense else None, "bn_mode": "eval"}}
     for name in methods:
+        spec = dataclasses.replace(base, method=name, rounds=rounds, method_options=())
         work = copy.deepcopy(model)
-        res = prune_with_record(work, batches, method=name, sparsity=sparsity, rounds=rounds, seed=seed,
-                                targets=targets, progress=progress)
+        res = pipeline.run(spec, prepared=dataclasses.replace(prepared, model=work, spec=spec), progress=progress)
         res.mask.apply_(work)
-        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions")},
+        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions", "data")},
                  "pruning_seconds": res.record["seconds"], "rounds": res.record["rounds"],
                  "kept": res.mask.kept(), "total": res.mask.total(), "sparsity": res.mask.sparsity(),
                  "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work)}
@@ -132,7 +134,7 @@ def write_comparison(summary: dict, out_dir: str | os.PathLike, title: str = "")
     paths["table"] = str(out / TABLE_FILE)
     data = {k: v for k, v in summary.items() if not k.startswith("_")}
     data["figures"] = {k: os.path.basename(v) for k, v in paths.items() if k != "table"}
-    (out / COMPARE_FILE).write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    (out / COMPARE_FILE).write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
     paths["summary"] = str(out / COMPARE_FILE)
     return paths
 
@@ -143,23 +145,27 @@ def run_compare(model: str, data: str, sparsity: float, methods: Sequence[str], 
                 finetune: str | None = None, finetune_overrides: Sequence[str] | None = None,
                 progress: bool = True) -> dict:
     """``px-hub compare``: load ``model`` with ``num_classes`` of ``data``, build the class-balanced pruning split
-    (k per class, ``seed``), prune with each method and write the comparison into ``out_dir``. With ``finetune``
-    (a recipe name or YAML path, plus ``key=value`` overrides) each ticket is also trained and its metrics added."""
-    from ..backbones import load_backbone
-    from ..data import PruningSplit, eval_transform, load_image_dataset, make_batches
-    from ..errors import require_sparsity
+    (k per class, ``seed``) through :func:`px_hub.pipeline.prepare`, prune with each method and write the
+    comparison into ``out_dir``. With ``finetune`` (a recipe name or YAML path, plus ``key=value`` overrides) each
+    ticket is also trained and its metrics added."""
+    from .. import pipeline
+    from ..methods import get_method
+    from ..spec import DataSpec, ModelSpec, PruneSpec
 
-    require_sparsity(sparsity)
-    ds = load_image_dataset(data, split="train")
-    split = PruningSplit.create(ds, k=k, seed=seed)
-    loaded = load_backbone(model, num_classes=ds.num_classes, pretrained=pretrained, seed=seed)
-    batches = make_batches(ds, split.indices, eval_transform(loaded.data_config), batch_size=batch_size,
-                           progress=progress)
+    spec = PruneSpec(model=ModelSpec(name=model, pretrained=pretrained, head_seed=seed),
+                     data=DataSpec(dataset=data, examples_per_class=k, seed=seed, batch_size=batch_size),
+                     method=next((m.strip() for m in methods if m.strip()), "px"), sparsity=sparsity,
+                     rounds=rounds, seed=seed)
+    spec.validate()
+    for m in methods:
+        if m.strip():
+            get_method(m)  # every name fails before any loading
     ft = _finetune_callback(finetune, finetune_overrides, out_dir, progress) if finetune else None
-    summary = compare_methods(loaded.model, batches, methods, sparsity, rounds=rounds, seed=seed,
-                              ntk_samples=ntk_samples, max_outputs=max_outputs, progress=progress, finetune=ft)
-    summary["model"] = {"name": model, "pretrained": pretrained, "info": _plain(getattr(loaded, "info", {}))}
-    summary["data"] = split.to_record()
+    prepared = pipeline.prepare(spec, progress=progress)
+    summary = compare_methods(prepared, methods, rounds=rounds, ntk_samples=ntk_samples, max_outputs=max_outputs,
+                              progress=progress, finetune=ft)
+    summary["model"] = {"name": model, "pretrained": pretrained, "info": to_jsonable(prepared.source)}
+    summary["data"] = prepared.split.to_record()
     summary["data"].pop("sample_ids", None)
     if out_dir is not None:
         summary["written"] = write_comparison(summary, out_dir, title=model)
@@ -184,17 +190,3 @@ def _finetune_callback(recipe: str, overrides: Sequence[str] | None, out_dir, pr
                 if isinstance(v, (int, float)) and k not in _FINETUNE_BOOKKEEPING}
 
     return run
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return _plain(dataclasses.asdict(obj))
-    return str(obj)

@@ -3,7 +3,6 @@ collapse warnings; written as PNG figures plus one JSON summary (``analysis.json
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import re
@@ -14,6 +13,7 @@ from torch import nn
 
 from ..errors import DataError, InvalidArgumentError
 from ..masking import Mask
+from ..records import to_jsonable
 from . import plots
 from .layers import collapse_warnings, layer_rows
 from .ntk import DEFAULT_MAX_OUTPUTS, NTKSpectrum, compare_spectra, ntk_spectrum
@@ -96,19 +96,9 @@ def write_report(summary: dict, out_dir: str | os.PathLike, title: str = "") -> 
     data = {k: v for k, v in summary.items() if not k.startswith("_")}
     data["figures"] = {k: os.path.basename(v) for k, v in paths.items()}
     path = out / SUMMARY_FILE
-    path.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
+    path.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
     paths["summary"] = str(path)
     return paths
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 # -- tickets ------------------------------------------------------------------------------------------------------
@@ -131,31 +121,35 @@ def resolve_ticket(ticket: str | os.PathLike) -> tuple[pathlib.Path, bool]:
     return pathlib.Path(pull_ticket(text)), False
 
 
-def pruning_inputs(px_config: dict, data_config: dict, data: str | None, samples: int,
+def pruning_inputs(px_config: dict, model: nn.Module, data_config: dict, data: str | None, samples: int,
                    split: str = "train", k: int | None = None, seed: int | None = None) -> tuple[torch.Tensor, dict]:
-    """The NTK's sample: the first ``samples`` examples of the ticket's class-balanced pruning split (the split
-    recorded in ``px_config['data']``, rebuilt from its dataset, k and seed), or of ``data`` when given.
+    """The NTK's sample: the first ``samples`` examples of the ticket's class-balanced pruning split (the split its
+    spec records, rebuilt through :func:`px_hub.pipeline.prepare`), or of ``data`` when given.
     Returns (inputs, record) with the split's digest and whether it matches the ticket's record."""
-    from ..data import PruningSplit, eval_transform, load_image_dataset, make_batches
+    import dataclasses
 
-    rec = dict(px_config.get("data") or {})
-    spec = data or rec.get("dataset")
-    if not spec:
-        raise DataError("the ticket records no pruning dataset; pass --data (e.g. --data digits)")
-    use_rec = data is None or data == rec.get("dataset")
-    k = k or (rec.get("k") if use_rec else None) or 10
-    seed = seed if seed is not None else (rec.get("seed", 0) if use_rec else 0)
-    split_name = (rec.get("split") if use_rec else None) or split
-    order = (rec.get("order") if use_rec else None) or "interleaved"
-    ds = load_image_dataset(spec, split=split_name)
-    ps = PruningSplit.create(ds, k=int(k), seed=seed, order=order)
-    take = ps.indices[:samples]
-    batches = make_batches(ds, take, eval_transform(data_config), batch_size=max(1, len(take)), progress=False)
-    info = {"dataset": ds.name, "split": split_name, "k": int(k), "seed": seed, "order": order,
-            "pruning_split_digest": ps.digest, "ntk_sample_ids": [ps.sample_ids[i] for i in range(len(take))]}
+    from .. import pipeline
+    from ..spec import DataSpec, PruneSpec
+
+    spec = PruneSpec.from_px_config(px_config) or PruneSpec(data=DataSpec(dataset=""))
+    if data is None or data == spec.data.dataset:
+        if not spec.data.dataset:
+            raise DataError("the ticket records no pruning dataset; pass --data (e.g. --data digits)")
+        d = dataclasses.replace(spec.data, examples_per_class=k or spec.data.examples_per_class or 10,
+                                seed=seed if seed is not None else spec.data.seed)
+    else:
+        d = DataSpec(dataset=data, split=split, examples_per_class=k or 10, seed=seed or 0)
+    d = dataclasses.replace(d, batch_size=max(1, samples), input_size=None)
+    prep = pipeline.prepare(dataclasses.replace(spec, data=d), model=model, data_config=data_config,
+                            max_examples=samples)
+    ps = prep.split
+    n = len(prep.batches[0][0]) if prep.batches else 0
+    info = {"dataset": ps.dataset, "split": d.split, "k": d.examples_per_class, "seed": d.seed, "order": d.order,
+            "pruning_split_digest": ps.digest, "ntk_sample_ids": [ps.sample_ids[i] for i in range(n)]}
+    rec = px_config.get("data") or {}
     if rec.get("digest"):
         info["matches_ticket_pruning_split"] = rec["digest"] == ps.digest
-    return batches[0][0], info
+    return prep.batches[0][0], info
 
 
 def dense_reference(model: nn.Module, mask: Mask, px_config: dict) -> tuple[nn.Module | None, str]:
@@ -205,7 +199,7 @@ def report_ticket(ticket: str | os.PathLike, out_dir: str | os.PathLike | None =
     folder, local = resolve_ticket(ticket)
     model, mask, px_config = load_ticket(folder)
     data_config = timm.data.resolve_data_config({}, model=model)
-    inputs, data_info = (pruning_inputs(px_config, data_config, data, samples) if samples else (None, {}))
+    inputs, data_info = (pruning_inputs(px_config, model, data_config, data, samples) if samples else (None, {}))
     dense_model, note = (dense_reference(model, mask, px_config) if dense and samples
                          else (None, "dense reference skipped"))
     summary = analyze(model, mask, inputs, dense_model=dense_model, max_outputs=max_outputs)

@@ -122,10 +122,11 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
     return {k: cfg[k] for k in DATA_CONFIG_KEYS if k in cfg}
 
 
-def load_exact(model: nn.Module, state: dict[str, torch.Tensor], what: str, allow_missing: tuple[str, ...] = ()
-               ) -> None:
+def load_exact(model: nn.Module, state: dict[str, torch.Tensor], what: str, allow_missing: tuple[str, ...] = (),
+               error: type[Exception] = IntegrityError,
+               fix: str = "check that the file matches the spec's architecture") -> None:
     """``load_state_dict`` that names the first missing/unexpected/mis-shaped keys (only ``allow_missing`` may be
-    absent)."""
+    absent); raises ``error`` with ``fix`` as the remedy."""
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
     unexpected = [k for k in state if k not in own]
@@ -139,6 +140,5 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], what: str, allo
             parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
         if shapes:
             parts.append(f"{len(shapes)} with other shapes (first: {shapes[0]})")
-        raise IntegrityError(f"{what}: checkpoint keys do not fit the model: {'; '.join(parts)}; "
-                             "check that the file matches the spec's architecture")
+        raise error(f"{what}: keys do not fit {type(model).__name__}: {'; '.join(parts)}; {fix}")
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)

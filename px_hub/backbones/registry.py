@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import InvalidArgumentError, UnknownNameError
 
-DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+from ..data.transforms import DATA_CONFIG_KEYS  # noqa: F401  (the timm data-config keys px-hub keeps)
 _HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 
 

@@ -18,6 +18,7 @@ after every optimizer step.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -38,6 +39,7 @@ from .recipe import Recipe
 from .transforms import SegmentationTransform, classification_transform
 
 STATE_FILE = "trainer_state.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,79 +87,136 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     """Train ``recipe`` and return the final metrics.
 
     The network comes from, in this order: ``ticket`` (a ticket folder or Hub repo id: model + mask, results are
-    written back into it), ``model`` (+ optional ``mask``), or ``recipe.model.name`` (pruned first when
-    ``recipe.prune.method`` is set). ``train_data``/``val_data`` override ``recipe.data`` (ImageDataset, or
-    SegmentationData for segmentation). ``on_step(global_step)`` is called after every optimizer step (tests use
-    it to interrupt a run). Run under ``accelerate launch`` for several processes/GPUs.
+    written back into it), ``model`` (+ optional ``mask``), or ``recipe.model.name`` (pruned first through
+    :func:`px_hub.pipeline.run` when ``recipe.prune.method`` is set). ``train_data``/``val_data`` override
+    ``recipe.data`` (ImageDataset, or SegmentationData for segmentation). ``on_step(global_step)`` is called after
+    every optimizer step (tests use it to interrupt a run). Run under ``accelerate launch`` for several
+    processes/GPUs. Stages: :func:`make_accelerator` -> :func:`load_data` -> :func:`load_network` (ticket, model,
+    or the pruning pipeline) -> :func:`make_loaders` -> :func:`make_optimizer` -> :func:`train` -> results written
+    (and the ticket updated, pushed with ``push_to``).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from accelerate.utils import set_seed
 
     recipe.validate()
-    seg = recipe.task == "segmentation"
     out = Path(output_dir or Path("runs") / f"{recipe.name}-{recipe.hash()}")
-    hp = recipe.train
-    if accelerator is None:
-        accelerator = Accelerator(cpu=cpu_requested(), mixed_precision=resolve_mixed_precision(hp.mixed_precision),
-                                  gradient_accumulation_steps=hp.grad_accum_steps,
-                                  dataloader_config=DataLoaderConfiguration(split_batches=True,
-                                                                            use_seedable_sampler=True))
-    world = accelerator.num_processes
-    micro = hp.batch_size // hp.grad_accum_steps
-    if hp.batch_size % hp.grad_accum_steps or micro % world:
-        raise InvalidArgumentError(f"train.batch_size={hp.batch_size} must split into grad_accum_steps="
-                                   f"{hp.grad_accum_steps} micro-batches divisible by {world} processes; change "
-                                   "train.batch_size")
+    accelerator = accelerator or make_accelerator(recipe)
     _prepare_output(out, recipe, accelerator, resume=resume, overwrite=overwrite)
-    set_seed(hp.seed)
+    set_seed(recipe.train.seed)
+    train_data, val_data, num_classes = load_data(recipe, train_data, val_data)
+    net = load_network(recipe, out, num_classes, train_data, ticket=ticket, model=model, mask=mask,
+                       progress=progress)
+    train_loader, val_loader = make_loaders(recipe, train_data, val_data, net.data_config, accelerator.num_processes)
+    optimizer = make_optimizer(recipe, net.model)
+    t_start = time.time()
+    state, bare = train(recipe, accelerator, net.model, net.mask, optimizer, train_loader, val_loader, out,
+                        num_classes, resume=resume, progress=progress, on_step=on_step)
+    final = dict(state["history"][-1]) if state["history"] else {}
+    result = FinetuneResult(out, final, state["history"], bare, net.mask, recipe, net.ticket_dir,
+                            num_processes=accelerator.num_processes)
+    if accelerator.is_main_process:
+        result.ticket_dir = _write_results(result, net.px_config, train_data, val_data, time.time() - t_start,
+                                           push_to, net.data_config)
+    accelerator.wait_for_everyone()
+    return result
 
-    # -- data ---------------------------------------------------------------------------------------------------
-    d = recipe.data
+
+@dataclass
+class Network:
+    """What :func:`load_network` gives the training loop: the model, its mask (None: dense), the ticket's
+    px_config (or the pruning record), the ticket folder (when training a ticket) and the preprocessing."""
+
+    model: nn.Module
+    mask: Mask | None
+    px_config: dict | None
+    ticket_dir: Path | None
+    data_config: dict
+
+
+def make_accelerator(recipe: Recipe):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    hp = recipe.train
+    acc = Accelerator(cpu=cpu_requested(), mixed_precision=resolve_mixed_precision(hp.mixed_precision),
+                      gradient_accumulation_steps=hp.grad_accum_steps,
+                      dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True))
+    micro = hp.batch_size // hp.grad_accum_steps
+    if hp.batch_size % hp.grad_accum_steps or micro % acc.num_processes:
+        raise InvalidArgumentError(f"train.batch_size={hp.batch_size} must split into grad_accum_steps="
+                                   f"{hp.grad_accum_steps} micro-batches divisible by {acc.num_processes} processes; "
+                                   "change train.batch_size")
+    return acc
+
+
+def load_data(recipe: Recipe, train_data=None, val_data=None):
+    """``(train, val, num_classes)``: the recipe's datasets unless given."""
+    d, seg = recipe.data, recipe.task == "segmentation"
     load = load_segmentation_data if seg else load_classification_data
-    train_data = train_data if train_data is not None else load(d.dataset, d.train_split, d.image_column, d.label_column)
+    train_data = train_data if train_data is not None else load(d.dataset, d.train_split, d.image_column,
+                                                                d.label_column)
     val_data = val_data if val_data is not None else load(d.dataset, d.val_split, d.image_column, d.label_column)
-    num_classes = recipe.model.num_classes or (len(train_data.segmentation_classes) if seg else train_data.num_classes)
+    num_classes = recipe.model.num_classes or (len(train_data.segmentation_classes) if seg
+                                               else train_data.num_classes)
+    return train_data, val_data, num_classes
 
-    # -- model and mask -----------------------------------------------------------------------------------------
+
+def load_network(recipe: Recipe, out: Path, num_classes: int, train_data, *, ticket=None, model=None, mask=None,
+                 progress: bool = True) -> Network:
+    """The network to train: a ticket, the given model (+ mask), or the recipe's model, pruned through
+    :func:`px_hub.pipeline.run` when ``recipe.prune.method`` is set and no mask is given."""
     ticket_dir, px_config = None, None
     if ticket is not None:
         model, mask, px_config, ticket_dir = _from_ticket(ticket, out)
     elif model is None:
-        model, data_config = build_model(recipe, num_classes)
+        model, _ = build_model(recipe, num_classes)
     if mask is None and recipe.prune.method:
         mask, px_config = prune_for_recipe(recipe, model, train_data, num_classes, progress=progress)
-    data_config = _data_config(model, recipe)
-    _check_head(model, num_classes, seg)
+    _check_head(model, num_classes, recipe.task == "segmentation")
     if mask is not None:
         mask = mask if isinstance(mask, Mask) else Mask(mask)
         mask.validate(model)
+    return Network(model, mask, px_config, ticket_dir, _data_config(model, recipe))
 
+
+def make_loaders(recipe: Recipe, train_data, val_data, data_config: dict, world: int):
+    hp, d, seg = recipe.train, recipe.data, recipe.task == "segmentation"
     if seg:
         train_tf = SegmentationTransform(recipe.augment, data_config["mean"], data_config["std"], train=True)
         val_tf = SegmentationTransform(recipe.augment, data_config["mean"], data_config["std"], train=False)
     else:
         train_tf = classification_transform(recipe.augment, data_config, train=True)
         val_tf = classification_transform(recipe.augment, data_config, train=False)
-    train_set = TrainSet(train_data, train_tf, seed=hp.seed, indices=subset_indices(len(train_data), d.train_subset, hp.seed))
-    val_set = TrainSet(val_data, val_tf, seed=hp.seed, indices=subset_indices(len(val_data), d.val_subset, hp.seed + 1))
+    train_set = TrainSet(train_data, train_tf, seed=hp.seed,
+                         indices=subset_indices(len(train_data), d.train_subset, hp.seed))
+    val_set = TrainSet(val_data, val_tf, seed=hp.seed,
+                       indices=subset_indices(len(val_data), d.val_subset, hp.seed + 1))
+    micro = hp.batch_size // hp.grad_accum_steps
     if len(train_set) < micro:
-        raise DataError(f"{len(train_set)} training examples is fewer than one batch ({micro}); lower train.batch_size")
+        raise DataError(f"{len(train_set)} training examples is fewer than one batch ({micro}); "
+                        "lower train.batch_size")
     eval_bs = hp.eval_batch_size or hp.batch_size
     eval_bs = max(world, eval_bs - eval_bs % world)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=micro, shuffle=True, num_workers=d.num_workers,
                                                drop_last=seg)  # BatchNorm in the ASPP pooling needs >1 sample
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=eval_bs, shuffle=False, num_workers=d.num_workers)
+    return train_loader, val_loader
 
-    # -- optimizer ----------------------------------------------------------------------------------------------
+
+def make_optimizer(recipe: Recipe, model: nn.Module):
     o = recipe.optim
-    if seg and hasattr(model, "head_parameters"):
+    if recipe.task == "segmentation" and hasattr(model, "head_parameters"):
         groups = [{"params": model.backbone_parameters(), "base_lr": o.lr},
                   {"params": model.head_parameters(), "base_lr": o.lr * o.head_lr_mult}]
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "base_lr": o.lr}]
-    optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                weight_decay=o.weight_decay)
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
 
+
+def train(recipe: Recipe, accelerator, model, mask, optimizer, train_loader, val_loader, out: Path, num_classes: int,
+          *, resume: bool, progress: bool, on_step=None):
+    """The epoch loop (resumable from ``out/checkpoints``); returns ``(state, unwrapped model)``."""
+    hp, o, seg = recipe.train, recipe.optim, recipe.task == "segmentation"
+    train_set = train_loader.dataset  # its .epoch seeds the augmentation
     enforcer = mask.enforce(model) if mask is not None else None  # on the bare model: same Parameter objects
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     bare = accelerator.unwrap_model(model)
@@ -168,8 +227,9 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     if ckpt is not None:
         load_checkpoint(accelerator, ckpt)
         state.update(json.loads((ckpt / STATE_FILE).read_text()))
-        accelerator.print(f"px-hub finetune: resuming from {ckpt} (epoch {state['epoch']}, "
-                          f"batch {state['batches_in_epoch']})")
+        if accelerator.is_main_process:
+            log.info("finetune: resuming from %s (epoch %d, batch %d)", ckpt, state["epoch"],
+                     state["batches_in_epoch"])
         if enforcer is not None:
             enforcer.after_step()
 
@@ -179,7 +239,6 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     if hp.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, hp.max_steps_per_epoch * hp.grad_accum_steps)
 
-    t_start = time.time()
     for epoch in range(state["epoch"], hp.epochs):
         for g in optimizer.param_groups:
             g["lr"] = lr_at_epoch(g["base_lr"], epoch, o.milestones, o.gamma)
@@ -215,7 +274,8 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
             if accelerator.sync_gradients:
                 state["global_step"] += 1
                 state["batches_in_epoch"] = batch_idx
-                if hp.checkpoint_every and state["global_step"] % hp.checkpoint_every == 0 and batch_idx < steps_per_epoch:
+                due = hp.checkpoint_every and state["global_step"] % hp.checkpoint_every == 0
+                if due and batch_idx < steps_per_epoch:
                     state["partial_loss"] = _gather_loss(accelerator, loss_sum, loss_n)
                     _save_checkpoint(accelerator, out, state, hp.keep_checkpoints)
                 if on_step is not None:
@@ -228,8 +288,9 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
         row["seconds"] = round(time.time() - t0, 2)
         state["history"].append(row)
         state["epoch"], state["batches_in_epoch"], state["partial_loss"] = epoch + 1, 0, None
-        accelerator.print(f"px-hub finetune: epoch {epoch + 1}/{hp.epochs} " +
-                          " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
+        if accelerator.is_main_process:
+            log.info("finetune: epoch %d/%d %s", epoch + 1, hp.epochs,
+                     " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float)))
         if accelerator.is_main_process:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -240,13 +301,7 @@ def finetune(recipe: Recipe, *, output_dir: str | os.PathLike | None = None, mod
     if enforcer is not None:
         enforcer.after_step()
         enforcer.remove()
-    final = dict(state["history"][-1]) if state["history"] else {}
-    result = FinetuneResult(out, final, state["history"], bare, mask, recipe, ticket_dir, num_processes=world)
-    if accelerator.is_main_process:
-        result.ticket_dir = _write_results(result, px_config, train_data, val_data, time.time() - t_start, push_to,
-                                           data_config)
-    accelerator.wait_for_everyone()
-    return result
+    return state, bare
 
 
 # -- pieces -----------------------------------------------------------------------------------------------------
@@ -304,32 +359,34 @@ def _check_head(model: nn.Module, num_classes: int, seg: bool) -> None:
 
 
 def prune_for_recipe(recipe: Recipe, model: nn.Module, train_data, num_classes: int, progress: bool = True):
-    """Prune ``model`` with ``recipe.prune`` on a class-balanced split of the training data (segmentation: the
-    backbone through a :class:`BackboneProbe`). Returns ``(mask, record)``."""
-    from .. import prune_with_record
-    from ..data import PruningSplit, make_batches
-    from ..data import eval_transform
+    """Prune ``model`` with ``recipe.prune`` through :func:`px_hub.pipeline.run` on a class-balanced split of the
+    training data (segmentation: the backbone through a :class:`BackboneProbe`). Returns ``(mask, record)``."""
+    from .. import pipeline
+    from ..spec import DataSpec, ModelSpec, PruneSpec, TargetsSpec
 
-    p = recipe.prune
-    split = PruningSplit.create(train_data, k=p.per_class, seed=p.seed)
-    if recipe.task == "segmentation":
+    p, d, seg = recipe.prune, recipe.data, recipe.task == "segmentation"
+    size = recipe.augment.input_size if seg else None
+    spec = PruneSpec(
+        model=ModelSpec(name=recipe.model.name, pretrained=recipe.model.pretrained, num_classes=num_classes,
+                        head_seed=p.seed),
+        data=DataSpec(dataset=d.dataset, split=d.train_split, examples_per_class=p.per_class, seed=p.seed,
+                      image_column=d.image_column, label_column=d.label_column, batch_size=p.batch_size,
+                      input_size=size),
+        method=p.method, sparsity=p.sparsity, rounds=p.rounds, seed=p.seed,
+        targets=TargetsSpec(exclude_classifier=seg))
+    if seg:
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
         from .deeplab import BackboneProbe
 
-        size = recipe.augment.input_size
-        tf = eval_transform({"input_size": (3, size, size), "mean": IMAGENET_DEFAULT_MEAN,
-                             "std": IMAGENET_DEFAULT_STD, "crop_pct": 1.0})
         # probe outputs: the image-level (foreground) classes of the pruning split
-        net, targets = BackboneProbe(model.backbone, train_data.num_classes, seed=p.seed), BackboneProbe.prune_targets()
+        net = BackboneProbe(model.backbone, train_data.num_classes, seed=p.seed)
+        data_config = {"input_size": (3, size, size), "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+                       "crop_pct": 1.0}
     else:
-        tf = eval_transform(_data_config(model, recipe))
-        net, targets = model, None
-    batches = make_batches(train_data, split.indices, tf, p.batch_size, progress=progress)
-    res = prune_with_record(net, batches, method=p.method, sparsity=p.sparsity, rounds=p.rounds, seed=p.seed,
-                            targets=targets, progress=progress)
-    record = dict(res.record)
-    record["data"] = split.to_record()
-    return res.mask, record
+        net, data_config = model, _data_config(model, recipe)
+    res = pipeline.run(spec, model=net, data_config=data_config, dataset=train_data, progress=progress)
+    return res.mask, res.record
 
 
 def evaluate_model(model, loader, accelerator, metric, loss_fn, seg: bool, num_classes: int) -> dict:
@@ -424,15 +481,15 @@ def _prepare_output(out: Path, recipe: Recipe, accelerator, resume: bool, overwr
     if accelerator.is_main_process:
         # --overwrite deletes only a run folder px-hub made; files px-hub did not write are never mixed in either
         if out.is_symlink() or (out.exists() and not out.is_dir()):
-            raise OutputExistsError(f"--output {out} exists and is not a folder; choose a folder path")
+            raise OutputExistsError(f"--out {out} exists and is not a folder; choose a folder path")
         kind = folder_kind(out) if out.exists() else "absent"
         if kind not in ("absent", "empty", "run"):
             if overwrite:
-                raise OutputExistsError(f"--output {out} is not a px-hub run folder, so --overwrite will not delete "
-                                        "it; remove it yourself or choose another --output")
-            raise OutputExistsError(f"--output {out} holds files px-hub did not write; choose an empty or new "
-                                    "--output")
-        check_writable(out, "--output")
+                raise OutputExistsError(f"--out {out} is not a px-hub run folder, so --overwrite will not delete "
+                                        "it; remove it yourself or choose another --out")
+            raise OutputExistsError(f"--out {out} holds files px-hub did not write; choose an empty or new "
+                                    "--out")
+        check_writable(out, "--out")
         if kind == "run" and overwrite:
             shutil.rmtree(out)
         if saved.exists():

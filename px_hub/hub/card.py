@@ -10,23 +10,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..errors import IntegrityError
 from ..masking import Mask
+from ..spec import PruneSpec
 from . import format as fmt
 from . import layouts
 
 CARD_TAGS = ["pruning", "lottery-ticket", "px", "px-hub", "sparse", "timm"]
 REPO_ID_PLACEHOLDER = "USER/REPO"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-_METHOD_LABELS = {
-    "px": "PX (Path eXclusion, CVPR 2024)",
-    "px_official": "PX as in the official code (batch-statistics variant)",
-    "random": "random pruning",
-    "magnitude": "magnitude pruning",
-    "snip": "SNIP",
-    "grasp": "GraSP",
-    "synflow": "SynFlow",
-    "synflow_l2": "SynFlow (L2)",
-    "ntk_sap": "NTK-SAP",
-}
 
 
 def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str | None = None) -> ModelCard:
@@ -185,11 +175,12 @@ def describe_px_config(px: dict, config: dict | None = None) -> list[str]:
         ex += [f"`{e}`" for e in targets.get("exclude") or []]
         lines.append("Pruned every Conv/Linear weight" + (f" except {', '.join(ex)}." if ex else "."))
     data = _dict(px.get("data"))
+    spec = PruneSpec.from_px_config(px)  # typed fields (older tickets: rebuilt from the record's keys)
     if data:
-        ds = _first(data, "dataset", "id", "name")
-        k = _first(data, "k", "k_per_class", "per_class")
-        n = _first(data, "num_samples", "n", "size")
-        digest = _first(data, "digest", "sample_digest", "indices_sha256", "sha256")
+        ds = spec.data.dataset if spec else data.get("dataset")
+        k = spec.data.examples_per_class if spec else data.get("k")
+        n = data.get("num_samples")
+        digest = data.get("digest")
         parts = [f"Pruning data: `{ds}`" if ds else "Pruning data"]
         if data.get("revision"):
             parts.append(f"revision `{data['revision']}`")
@@ -270,8 +261,9 @@ def _source_md(src, rev, arch) -> str:
 
 
 def _method_label(px: dict) -> str:
-    m = px.get("method")
-    return _METHOD_LABELS.get(m, f"`{m}`") if m else "an unrecorded method"
+    from ..methods import method_label  # labels live in the method registry
+
+    return method_label(px.get("method"))
 
 
 def _training_lines(tr: dict) -> list[str]:

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from .._fs import save_safetensors
 from ..errors import IntegrityError, InvalidArgumentError
 from ..masking import Mask
+from ..records import to_jsonable
 
 TICKET_FORMAT = "px-hub-ticket"
 TICKET_FORMAT_VERSION = 1
@@ -236,22 +237,8 @@ def read_json(path: Path) -> dict:
 
 def write_json(path: Path, data: Mapping) -> None:
     tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=to_jsonable) + "\n")
     os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, (Path, os.PathLike)):
-        return os.fspath(o)
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
 def require_ticket_folder(folder: str | os.PathLike) -> Path:

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import torch
@@ -15,22 +14,10 @@ from .._fs import build_atomically, check_output, output_lock
 from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, OutputExistsError, UnknownNameError,
                       UnsupportedModelError)
 from ..masking import Mask
+from ..records import library_versions
+from ..records import to_jsonable as _plain
 from . import format as fmt
 from . import layouts
-
-_VERSIONED = ("px-hub", "torch", "timm", "huggingface_hub", "safetensors", "open_clip_torch", "accelerate",
-              "transformers")
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-    return out
-
 
 # -- writing ----------------------------------------------------------------------------------------------------
 
@@ -63,8 +50,6 @@ def save_ticket(
     if source and "model" not in cfg:
         cfg["model"] = _plain(dict(source))
     cfg.setdefault("versions", library_versions())
-    if layout_meta:  # a transformers ticket records the transformers release that wrote it
-        cfg["versions"].setdefault("transformers", library_versions().get("transformers"))
     _stamp(cfg, mask, digest)
     seal = {fmt.CONFIG_SEAL_KEY: fmt.config_seal(cfg)}
     try:  # the record must fit the mask before anything is written (the same check every reader makes)
@@ -285,21 +270,10 @@ def build_model(folder: Path) -> nn.Module:
 
 
 def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    sd = model.state_dict()
-    wrong = [k for k, t in tensors.items() if k in sd and tuple(sd[k].shape) != tuple(t.shape)]
-    if wrong:
-        k = wrong[0]
-        raise MaskMismatchError(
-            f"the ticket's weights do not fit {type(model).__name__}: {k} is {tuple(tensors[k].shape)} in the file but "
-            f"{tuple(sd[k].shape)} in the model built from config.json; the ticket's config.json is wrong"
-        )
-    result = model.load_state_dict(tensors, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        k = (result.missing_keys or result.unexpected_keys)[0]
-        raise MaskMismatchError(
-            f"the ticket's weights do not fit the architecture in config.json ({k!r} "
-            f"{'missing from' if result.missing_keys else 'unexpected in'} the weights); the ticket is inconsistent"
-        )
+    from ..backbones._common import load_exact
+
+    load_exact(model, tensors, "the ticket's weights", error=MaskMismatchError,
+               fix="the ticket's config.json does not match its weights; download or re-save the ticket")
 
 
 def _card_repo_id(folder: Path) -> str | None:
@@ -389,8 +363,3 @@ def _merge_results(old: list[dict], new: list[dict]) -> list[dict]:
     key = lambda r: (r.get("task"), r.get("dataset"), r.get("split"), r.get("metric"), r.get("name"))  # noqa: E731
     replaced = {key(r) for r in new}
     return [r for r in old if key(r) not in replaced] + new
-
-
-def _plain(obj):
-    """JSON-able copy (tensors → lists, tuples → lists, paths → str)."""
-    return json.loads(json.dumps(obj, default=fmt._json_default))

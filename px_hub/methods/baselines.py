@@ -13,14 +13,16 @@ from .registry import register_method
 from .views import BatchStats
 
 
-@register_method("random", needs_data=False, default_rounds=1, signed=True,
+@register_method("random", label="random pruning",
+                 needs_data=False, default_rounds=1, signed=True,
                  description="Random scores ~ N(0, 1) (seeded)")
 def random_scores(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     g = ctx.generator()
     return {n: torch.randn(p.shape, generator=g, dtype=torch.float32).to(ctx.device) for n, p in ctx.targets.items()}
 
 
-@register_method("magnitude", needs_data=False, default_rounds=1, description="|θ|")
+@register_method("magnitude", label="magnitude pruning",
+                 needs_data=False, default_rounds=1, description="|θ|")
 def magnitude(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return {n: ctx.masked(n).detach().abs() for n in ctx.targets}
 
@@ -32,7 +34,8 @@ def _leaves(ctx: ScoringContext, transform=lambda t: t):
     return leaves, lambda: {n: ctx.masked(n, v) for n, v in leaves.items()}
 
 
-@register_method("snip", needs_data=True, default_rounds=1, paper="Lee et al., SNIP, ICLR 2019",
+@register_method("snip", label="SNIP",
+                 needs_data=True, default_rounds=1, paper="Lee et al., SNIP, ICLR 2019",
                  description="|∂L/∂m| = |∇θL ⊙ θ| (train-mode BatchNorm), normalised to sum 1")
 def snip(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     leaves, params = _leaves(ctx)
@@ -52,7 +55,8 @@ def snip(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return {n: s / norm.to(s.dtype) for n, s in scores.items()}
 
 
-@register_method("grasp", needs_data=True, default_rounds=1, signed=True, paper="Wang et al., GraSP, ICLR 2020",
+@register_method("grasp", label="GraSP",
+                 needs_data=True, default_rounds=1, signed=True, paper="Wang et al., GraSP, ICLR 2020",
                  description="Hg ⊙ θ with temperature 200 (train-mode BatchNorm), keep the largest")
 def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     temp, eps = 200.0, 1e-10
@@ -86,7 +90,8 @@ def _all_tensors(model: nn.Module, fn) -> dict[str, torch.Tensor]:
     return out
 
 
-@register_method("synflow", needs_data=False, default_rounds=100, paper="Tanaka et al., SynFlow, NeurIPS 2020",
+@register_method("synflow", label="SynFlow",
+                 needs_data=False, default_rounds=100, paper="Tanaka et al., SynFlow, NeurIPS 2020",
                  description="|θ ⊙ ∂R/∂θ| on |θ|, input ones, R = Σ outputs (eval mode)")
 def synflow(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     tensors = _all_tensors(ctx.model, torch.abs)
@@ -99,7 +104,8 @@ def synflow(ctx: ScoringContext) -> dict[str, torch.Tensor]:
             for n, g in zip(names, grads)}
 
 
-@register_method("synflow_l2", needs_data=False, default_rounds=100, paper="PX paper ablation (SynFlow-L2)",
+@register_method("synflow_l2", label="SynFlow (L2)",
+                 needs_data=False, default_rounds=100, paper="PX paper ablation (SynFlow-L2)",
                  description="|∂R/∂ψ ⊙ θ| on ψ = θ² (all parameters and buffers squared), input ones")
 def synflow_l2(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     tensors = _all_tensors(ctx.model, lambda t: t.pow(2))
@@ -112,7 +118,8 @@ def synflow_l2(ctx: ScoringContext) -> dict[str, torch.Tensor]:
             for n, g in zip(names, grads)}
 
 
-@register_method("ntk_sap", needs_data=False, default_rounds=100, paper="Wang et al., NTK-SAP, ICLR 2023",
+@register_method("ntk_sap", label="NTK-SAP",
+                 needs_data=False, default_rounds=100, paper="Wang et al., NTK-SAP, ICLR 2023",
                  description="|∂/∂m Σ‖f(x;θ⊙m) − f(x;(θ+εξ)⊙m)‖²| at a fresh random init and random inputs",
                  options={"epsilon": 0.01, "resamples": 1})
 def ntk_sap(ctx: ScoringContext) -> dict[str, torch.Tensor]:

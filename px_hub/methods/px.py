@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InvalidArgumentError
+from ..errors import DataError, InvalidArgumentError
 from ..masking.targets import weighted_modules
 from .context import ScoringContext
 from .registry import register_method
@@ -69,7 +69,7 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
             per_batch[bid] = _path_activations(ctx, a_params, j_params, x).sum(dim=0, dtype=torch.float64)
         parts = ctx.gather_by_id(per_batch)
         if not parts:
-            raise RuntimeError("PX needs at least one pruning batch")
+            raise DataError("PX needs at least one pruning batch; pass (inputs, labels) batches")
         z1_total = parts[0].clone()
         for p in parts[1:]:
             z1_total += p
@@ -119,7 +119,8 @@ def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor) 
     return z1
 
 
-@register_method("px", needs_data=True, default_rounds=100, options={"k_batch": "one"},
+@register_method("px", label="PX (Path eXclusion, CVPR 2024)",
+                 needs_data=True, default_rounds=100, options={"k_batch": "one"},
                  paper="Iurada et al., Finding Lottery Tickets in Vision Models via Data-driven Spectral Foresight "
                        "Pruning, CVPR 2024",
                  description="PX: path kernel (K, BatchNorm in eval mode: well-posed) x path activations (J)")
@@ -128,7 +129,8 @@ def px(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return _px_scores(ctx, k_batch_stats=False)
 
 
-@register_method("px_official", needs_data=True, default_rounds=100, options={"k_batch": "full"},
+@register_method("px_official", label="PX as in the official code (batch-statistics variant)",
+                 needs_data=True, default_rounds=100, options={"k_batch": "full"},
                  paper="Iurada et al., CVPR 2024 (official code, commit ed6c40e)",
                  description="PX as the official code computes it (K with batch statistics: float32-noise dominated)")
 def px_official(ctx: ScoringContext) -> dict[str, torch.Tensor]:

@@ -21,6 +21,11 @@ class MethodInfo:
     paper: str = ""
     description: str = ""
     options: dict = field(default_factory=dict)  # method options and their defaults
+    label: str = ""  # display name (model cards, `px-hub methods`); defaults to the name
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
 
     def resolve_options(self, given: dict | None) -> dict:
         given = dict(given or {})
@@ -40,14 +45,16 @@ _REGISTRY: dict[str, MethodInfo] = {}
 
 
 def register_method(name: str, *, needs_data: bool, default_rounds: int, signed: bool = False, paper: str = "",
-                    description: str = "", options: dict | None = None):
-    """Decorator: ``@register_method("px", needs_data=True, default_rounds=100)``."""
+                    description: str = "", options: dict | None = None, label: str = ""):
+    """Decorator: ``@register_method("px", needs_data=True, default_rounds=100, label="PX", description=...)``.
+    ``description`` (default: the first line of the docstring) is the one line ``px-hub methods`` shows."""
 
     def deco(fn):
         if name in _REGISTRY:
-            raise ValueError(f"scoring method {name!r} is already registered")
+            raise InvalidArgumentError(f"scoring method {name!r} is already registered; pick another name")
         _REGISTRY[name] = MethodInfo(name, fn, needs_data, default_rounds, signed, paper,
-                                     description or (fn.__doc__ or "").strip().split("\n")[0], dict(options or {}))
+                                     description or (fn.__doc__ or "").strip().split("\n")[0], dict(options or {}),
+                                     label)
         return fn
 
     return deco
@@ -64,3 +71,15 @@ def get_method(name: str) -> MethodInfo:
 
 def available_methods() -> list[str]:
     return list(_REGISTRY)
+
+
+def list_methods() -> list[MethodInfo]:
+    """Every registered method, in registration order (name, label, one-line description, defaults)."""
+    return list(_REGISTRY.values())
+
+
+def method_label(name: str | None) -> str:
+    """The display label of a method (unknown names come back as themselves, in backticks)."""
+    if not name:
+        return "an unrecorded method"
+    return _REGISTRY[name].display_name if name in _REGISTRY else f"`{name}`"

@@ -10,6 +10,8 @@ from timm.models._builder import build_model_with_cfg
 from timm.models._registry import generate_default_cfgs
 from torch import nn
 
+from ..errors import InvalidArgumentError
+
 
 class ChannelScale(nn.Module):
     """Identity shortcut with a per-channel scale initialised to 1 (the official ``Identity2d``: it carries a
@@ -80,7 +82,7 @@ class CifarResNet(_TimmHeadMixin, nn.Module):
     def __init__(self, depth: int = 20, width: int = 16, num_classes: int = 10, in_chans: int = 3, **_):
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+            raise InvalidArgumentError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
         d = (depth - 2) // 6
         plan = [(width, d), (2 * width, d), (4 * width, d)]
         self.num_classes = num_classes
