@@ -498,7 +498,7 @@ def _prepare_output(out: Path, recipe: Recipe, accelerator, resume: bool, overwr
             old = yaml.safe_load(saved.read_text()).get("hash")
             if old != recipe.hash():
                 raise OutputExistsError(f"{out} holds a run of another recipe (hash {old}, this one {recipe.hash()}); "
-                                        "pass --overwrite or another --output")
+                                        "pass --overwrite or another --out")
             if not resume:
                 raise OutputExistsError(f"{out} already holds this run; pass --overwrite to start over")
         out.mkdir(parents=True, exist_ok=True)
