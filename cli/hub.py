@@ -27,11 +27,12 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser(
         "pull", help="download a published ticket and verify it",
-        description="Download USER/REPO[@REV] (the compact weights when present), rebuild and verify the dense "
-                    "weights against the mask's hash, and print the ticket folder. Works offline from the cache.")
+        description="Download USER/REPO[@REV] into the Hub cache (the compact weights when present), verify the "
+                    "weights against the mask's hash, and print the ticket folder (the cached snapshot, or --out "
+                    "with the dense weights rebuilt). Works offline from the cache.")
     q.add_argument("repo", metavar="USER/REPO[@REV]", help="the ticket on the Hub, at a branch, tag or commit")
     q.add_argument("--out", metavar="DIR", default=None,
-                   help="where to write the ticket (default: $HF_HOME/px-hub/tickets/USER--REPO/COMMIT)")
+                   help="also write a complete copy of the ticket here (default: none; the ticket stays in the Hub cache)")
     q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     q.add_argument("--token", default=None, metavar="TOKEN",
                    help="Hugging Face token for a private repo (default: HF_TOKEN or `hf auth login`)")

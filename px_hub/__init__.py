@@ -11,7 +11,8 @@ import sys as _sys
 __version__ = "0.1.0"
 
 __all__ = ["Mask", "PruneTargets", "PruneResult", "PruneSpec", "PxHubError", "score", "prune", "prune_with_record",
-           "register_method", "get_method", "available_methods", "list_methods", "from_pretrained", "__version__"]
+           "register_method", "get_method", "available_methods", "list_methods", "Ticket", "from_pretrained",
+           "__version__"]
 
 
 def _load() -> None:
@@ -22,20 +23,23 @@ def _load() -> None:
     from .masking import Mask, PruneTargets
     from .methods import available_methods, get_method, list_methods, register_method
     from .prune import PruneResult, prune, prune_with_record, score
+    from .hub.pretrained import Ticket
     from .spec import PruneSpec
 
     globals().update(PxHubError=PxHubError, Mask=Mask, PruneTargets=PruneTargets,
                      available_methods=available_methods, get_method=get_method, list_methods=list_methods,
                      register_method=register_method, PruneResult=PruneResult, prune=prune,
-                     prune_with_record=prune_with_record, score=score, PruneSpec=PruneSpec)
+                     prune_with_record=prune_with_record, score=score, PruneSpec=PruneSpec, Ticket=Ticket)
 
 
-def from_pretrained(repo_or_path: str, **kwargs):
-    """Load a published px-hub ticket (Hub repo id ``USER/REPO[@REV]`` or a local ticket folder) with its mask
-    verified. See :func:`px_hub.hub.from_pretrained`."""
-    from .hub import from_pretrained as _fp
+def from_pretrained(pretrained_model_name_or_path, *, revision=None, token=None, **kwargs):
+    """A ticket's model (local folder or Hub ``USER/REPO[@REV]``), verified, in eval mode, **with its mask enforced
+    while training** (gradient hooks keep pruned weights at exact zero); ``model.px_ticket`` is the
+    :class:`Ticket` (mask, spec, px_config). For the Ticket itself: ``px_hub.Ticket.from_pretrained``.
+    See :func:`px_hub.hub.pretrained.from_pretrained`."""
+    from .hub.pretrained import from_pretrained as _fp
 
-    return _fp(repo_or_path, **kwargs)
+    return _fp(pretrained_model_name_or_path, revision=revision, token=token, **kwargs)
 
 
 def __getattr__(name: str):

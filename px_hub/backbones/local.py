@@ -1,8 +1,8 @@
 """Local weights: a px-hub ticket folder, or a safetensors/torch weights file in timm's layout.
 
 * ``local:TICKET_DIR`` / ``TICKET_DIR`` — a folder with ``config.json`` + ``model.safetensors`` (or the compact
-  copy) + ``mask.safetensors``: loaded and verified with :func:`px_hub.hub.load_ticket` (weights hash, exact zeros);
-  the mask is re-applied and returned as ``LoadedModel.mask``.
+  copy) + ``mask.safetensors``: loaded and verified with ``px_hub.Ticket.from_pretrained`` (weights hash, exact
+  zeros, sealed record); the mask is returned as ``LoadedModel.mask``.
 * ``local:ARCH=PATH`` — weights for timm architecture ``ARCH`` (``.safetensors``, or a torch file read with
   ``weights_only=True``); the checkpoint's own classifier size is kept unless ``num_classes`` differs.
 * ``local:PATH.safetensors`` / ``PATH.safetensors`` with a timm ``config.json`` next to it (``architecture`` key).
@@ -26,29 +26,22 @@ def is_ticket_folder(path: Path) -> bool:
 
 
 def _from_ticket(folder: Path, num_classes: int | None, seed: int) -> LoadedModel:
-    from ..hub import load_ticket
+    from ..hub import Ticket, layouts  # backbones -> hub only: px_hub.hub never imports px_hub.backbones
 
-    from ..hub import layouts
-
-    model, mask, px_config = load_ticket(folder)
+    ticket = Ticket.from_pretrained(folder)
+    model, mask, px_config = ticket.model, ticket.mask, ticket.px_config
     n = layouts.num_classes_of(model)
     if num_classes is not None and num_classes != n:
         raise InvalidArgumentError(f"ticket {folder} has a {n}-class head and its mask covers it; "
                                    "load it without num_classes (fine-tuning replaces heads itself)")
-    mask.apply_(model)
     cfg = json.loads((folder / "config.json").read_text())
-    library = layouts.library_of_config(cfg)
-    if library == layouts.TRANSFORMERS:
-        data_config = layouts.data_config_from_processor(layouts.read_processor(folder), model.config)
-    else:
-        data_config = timm_data_config(model)
     license_ = cfg.get("license") or ((px_config.get("model") or {}).get("license"))
-    info = {"source": "ticket", "id": str(folder.resolve()), "revision": None, "library": library,
+    info = {"source": "ticket", "id": str(folder.resolve()), "revision": None, "library": layouts.library_of_config(cfg),
             "architecture": layouts.architecture_of_config(cfg), "pretrained": True, "license": license_,
             "num_classes": n, "head_replaced": False, "mask_sha256": mask.sha256(),
             "mask_density": mask.density(),
             "ticket": {k: px_config.get(k) for k in ("method", "sparsity", "rounds", "seed") if k in px_config}}
-    return LoadedModel(model, data_config, info, mask=mask)
+    return LoadedModel(model, ticket.data_config, info, mask=mask)
 
 
 def _from_weights(arch: str, path: Path, num_classes: int | None, seed: int) -> LoadedModel:

@@ -18,33 +18,13 @@ import torch
 from torch import nn
 
 from ..errors import UnknownNameError, WeightsUnavailableError
+from ..hub.layouts import ClipImageClassifier, clip_embed_dim
 from ._common import (HEAD_INIT, OFFLINE_FIX, cached_hub_file, hub_offline, init_head_, load_exact,
                       read_checkpoint, resolve_file, seeded)
 from .registry import LoadedModel, register_loader
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class ClipImageClassifier(nn.Module):
-    """``head(visual(x))``; exposes timm's ``num_classes`` / ``get_classifier`` / ``reset_classifier``."""
-
-    def __init__(self, visual: nn.Module, embed_dim: int, num_classes: int):
-        super().__init__()
-        self.visual = visual
-        self.num_features = embed_dim
-        self.num_classes = num_classes
-        self.head = nn.Linear(embed_dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.visual(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
 
 
 def _parse(spec: str) -> tuple[str, str | None, str | None]:
@@ -129,7 +109,7 @@ def load_open_clip(spec: str, num_classes: int | None = None, pretrained: bool =
             raise WeightsUnavailableError(f"{local} has no 'visual.*' keys; give a CLIP checkpoint in the "
                                           "OpenAI/open_clip state-dict layout")
         load_exact(visual, state, f"open_clip:{spec}")
-    embed_dim = int(getattr(visual, "output_dim", 0) or clip.text_projection.shape[1])
+    embed_dim = clip_embed_dim(clip)
     n = num_classes or 1000
     model = ClipImageClassifier(visual, embed_dim, n)
     init_head_(model.head, seed)

@@ -64,6 +64,8 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
         repo_id=repo_id,
         library=library,
         loader=config.get("px_hub_loader"),
+        arch=arch,
+        stock=library == "transformers" or (library == "timm" and not _px_hub_architecture(arch)),
         source_md=_source_md(source_id, model_info.get("revision"), arch),
         sparsity=sparsity,
         kept=mask.kept(),
@@ -250,6 +252,13 @@ def _hub_id(x) -> str | None:
     if os.path.isabs(x) or x.startswith((".", "~")):
         return None
     return x if _REPO_ID.match(x) else None
+
+
+def _px_hub_architecture(arch: str | None) -> bool:
+    """An architecture px-hub itself registers in timm (stock timm cannot build it)."""
+    from ..models import TIMM_MODELS
+
+    return arch in TIMM_MODELS
 
 
 def _source_md(src, rev, arch) -> str:

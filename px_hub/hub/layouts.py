@@ -246,3 +246,44 @@ def build_transformers_model(folder: Path) -> nn.Module:
         raise IntegrityError(f"cannot build a transformers image classifier from {Path(folder) / 'config.json'} "
                              f"({str(e).splitlines()[0][:160]}); upgrade transformers (`pip install -U "
                              "transformers`) or download the ticket again") from None
+
+
+# -- open_clip image towers (built by px-hub itself: no stock loader exists for the visual tower alone) ---------------
+
+class ClipImageClassifier(nn.Module):
+    """``head(visual(x))``; exposes timm's ``num_classes`` / ``get_classifier`` / ``reset_classifier``."""
+
+    def __init__(self, visual: nn.Module, embed_dim: int, num_classes: int):
+        super().__init__()
+        self.visual = visual
+        self.num_features = embed_dim
+        self.num_classes = num_classes
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.visual(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes)
+
+
+def clip_embed_dim(clip: nn.Module) -> int:
+    """The output width of an open_clip model's image tower (the input of the classifier head)."""
+    return int(getattr(clip.visual, "output_dim", 0) or clip.text_projection.shape[1])
+
+
+def build_open_clip_model(config: dict) -> nn.Module:
+    """An untrained ``ClipImageClassifier`` for a ticket whose ``config.json`` names ``px_hub_loader:
+    open_clip:ARCH`` (the architecture only; the ticket's weights are loaded afterwards)."""
+    import open_clip
+
+    loader = str(config.get("px_hub_loader") or "")
+    arch = loader.removeprefix("open_clip:")
+    if not loader.startswith("open_clip:") or arch not in open_clip.list_models():
+        raise IntegrityError(f"config.json names an unknown px-hub loader {loader!r}; upgrade px-hub and open_clip")
+    clip = open_clip.create_model(arch, pretrained=None)
+    return ClipImageClassifier(clip.visual, clip_embed_dim(clip), int(config.get("num_classes") or 1000))

@@ -15,7 +15,9 @@ from torch import nn
 from .._fs import build_atomically, check_output
 from ..errors import HubError, IntegrityError, InvalidArgumentError, PxHubError, WeightsUnavailableError
 from . import format as fmt
-from .ticket import build_model, load_ticket, verify_ticket
+from ..masking import Mask
+from .layouts import to_file_names
+from .ticket import read_ticket, verify_ticket
 
 TICKET_FILES_DOWNLOAD_IGNORE = [fmt.WEIGHTS_FILE]  # the dense file is rebuilt from the compact copy + mask
 
@@ -113,46 +115,20 @@ def _stage(folder: Path, staging: Path, repo_id: str) -> None:
 
 def pull_ticket(repo_id_at_rev: str, out_dir: str | os.PathLike | None = None, *, overwrite: bool = False,
                 token: str | None = None) -> Path:
-    """Download a published ticket (``USER/REPO`` or ``USER/REPO@REVISION``) into ``out_dir`` (default: a folder
-    per commit under ``$HF_HOME/px-hub/tickets``), preferring the compact weights (the dense file is rebuilt from
-    them), verify it (mask checksum, weights hash, exact zeros, mask fits the architecture) and return the folder.
-    Works from the cache with ``HF_HUB_OFFLINE=1`` once pulled."""
-    return _pull(repo_id_at_rev, out_dir, overwrite=overwrite, token=token)[0]
-
-
-def from_pretrained(repo_or_path: str | os.PathLike, *, token: str | None = None) -> nn.Module:
-    """A ticket's model (eval mode) with its mask verified: pruned weights are exact zeros. Accepts a local ticket
-    folder or ``USER/REPO[@REV]``. To fine-tune with the mask kept, use ``load_ticket`` and ``mask.enforce``."""
-    p = Path(repo_or_path)
-    if p.is_dir():
-        return load_ticket(p)[0]
-    return _pull(str(repo_or_path), None, overwrite=True, token=token)[1]
-
-
-PULL_REMEDY = ("the cached download was removed: pull again; if it fails the same way, the published ticket "
-               "itself is damaged and its owner must push it again")
-
-
-def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
-    from huggingface_hub import constants, hf_hub_download, snapshot_download
-
-    repo_id, revision = parse_repo_ref(repo_id_at_rev)
+    """Download a published ticket (``USER/REPO`` or ``USER/REPO@REVISION``) into the standard Hub cache
+    (``snapshot_download``; the compact weights when present, not the dense file), verify it there (mask checksum,
+    weights hash, exact zeros, the mask fits the architecture) and return its folder: the cached snapshot, or
+    ``out_dir`` when given, a complete copy with the dense ``model.safetensors`` rebuilt. Works from the cache with
+    ``HF_HUB_OFFLINE=1`` once pulled."""
     if out_dir is not None:  # before any download: --out must be a folder px-hub may write (and replace)
         check_output(Path(out_dir), overwrite)
-    with _hub_errors("pull", repo_id_at_rev, token, None):
-        snap = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=TICKET_FILES_DOWNLOAD_IGNORE,
-                                      token=token))
-        commit = snap.name
-        if not (snap / fmt.COMPACT_FILE).is_file():  # a ticket without the compact copy: take the dense file
-            hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=commit, token=token)
-    where = f"{repo_id}@{revision or 'main'} (commit {commit[:12]})"
+    snap, where = download_ticket(repo_id_at_rev, token=token)
+    model, mask, _ = read_snapshot(snap, where)
     if out_dir is None:
-        out = Path(constants.HF_HOME) / "px-hub" / "tickets" / repo_id.replace("/", "--") / commit
-        overwrite = True
-        check_output(out, overwrite)
-    else:
-        out = Path(out_dir)
-    loaded = {}
+        return snap
+    out = Path(out_dir)
+    tensors = fmt.masked_state_dict(model, mask)
+    meta = Mask.load_with_metadata(snap / fmt.MASK_FILE)[1]
 
     def build(tmp: Path) -> None:
         for src in snap.rglob("*"):
@@ -160,33 +136,52 @@ def _pull(repo_id_at_rev: str, out_dir, *, overwrite: bool, token: str | None):
                 dst = tmp / src.relative_to(snap)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src.resolve(), dst)  # cache entries are symlinks into blobs/
-        if not (tmp / fmt.WEIGHTS_FILE).exists() and not (tmp / fmt.COMPACT_FILE).exists():
-            cached = Path(hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=commit, token=token))
-            shutil.copyfile(cached.resolve(), tmp / fmt.WEIGHTS_FILE)
-        try:
-            fmt.require_ticket_folder(tmp)
-            tensors, mask, _ = verify_ticket(tmp, where=where, remedy=PULL_REMEDY)
-            model = build_model(tmp)
-            mask.validate(model)
-        except PxHubError as e:  # drop the bad cached download, so the next pull fetches it again
-            _evict_snapshot(snap)
-            if isinstance(e, IntegrityError) and str(e).startswith(where):
-                raise
-            text = str(e).replace(f"{tmp}/", "").replace(str(tmp), "the ticket")
-            raise type(e)(f"{where}: {text}; {PULL_REMEDY}") from None
         if not (tmp / fmt.WEIGHTS_FILE).exists():  # in the ticket's layout (transformers: save_pretrained names)
-            from ..masking import Mask
-            from .layouts import to_file_names
-
-            fmt.save_weights(to_file_names(tensors, Mask.load_with_metadata(tmp / fmt.MASK_FILE)[1]),
-                             tmp / fmt.WEIGHTS_FILE)
-        from .ticket import _load_state
-
-        _load_state(model, tensors)
-        loaded["model"] = model.eval()
+            fmt.save_weights(to_file_names(tensors, meta), tmp / fmt.WEIGHTS_FILE)
+        verify_ticket(tmp, where=str(out))
 
     build_atomically(out, build, replace=overwrite)
-    return out, loaded["model"]
+    return out
+
+
+PULL_REMEDY = ("the cached download was removed: pull again; if it fails the same way, the published ticket "
+               "itself is damaged and its owner must push it again")
+
+
+def download_ticket(repo_id_at_rev: str, *, revision: str | None = None, token: str | None = None,
+                    **download_kwargs) -> tuple[Path, str]:
+    """Download a ticket into the standard Hub cache and return ``(snapshot folder, "REPO@REV (commit C)")``.
+    The dense ``model.safetensors`` is skipped when the compact copy exists (it is rebuilt from compact + mask).
+    ``download_kwargs`` go to ``snapshot_download`` (``cache_dir``, ``force_download``, ``local_files_only``)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    repo_id, at_rev = parse_repo_ref(repo_id_at_rev)
+    if revision and at_rev and revision != at_rev:
+        raise InvalidArgumentError(f"{repo_id_at_rev!r} names revision {at_rev!r} but revision={revision!r} was "
+                                   "given; give the revision once")
+    revision = revision or at_rev
+    with _hub_errors("pull", repo_id_at_rev, token, None):
+        snap = Path(snapshot_download(repo_id, revision=revision, ignore_patterns=TICKET_FILES_DOWNLOAD_IGNORE,
+                                      token=token, **download_kwargs))
+        if not (snap / fmt.COMPACT_FILE).is_file():  # a ticket without the compact copy: take the dense file
+            hf_hub_download(repo_id, fmt.WEIGHTS_FILE, revision=snap.name, token=token,
+                            **{k: v for k, v in download_kwargs.items() if k != "allow_patterns"})
+    return snap, f"{repo_id}@{revision or 'main'} (commit {snap.name[:12]})"
+
+
+def read_snapshot(snap: Path, where: str) -> tuple[nn.Module, Mask, dict]:
+    """:func:`ticket.read_ticket` of a downloaded ticket in the Hub cache: ``(model in eval mode, mask,
+    px_config)``, verified. A ticket that fails is evicted from the cache (so the next pull fetches it again) and
+    raises one line naming the repo and revision."""
+    try:
+        fmt.require_ticket_folder(snap)
+        return read_ticket(snap, where=where, remedy=PULL_REMEDY)
+    except PxHubError as e:
+        _evict_snapshot(snap)
+        if isinstance(e, IntegrityError) and str(e).startswith(where):
+            raise
+        text = str(e).replace(f"{snap}/", "").replace(str(snap), "the ticket")
+        raise type(e)(f"{where}: {text}; {PULL_REMEDY}") from None
 
 
 def _evict_snapshot(snap: Path) -> None:

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from .._fs import build_atomically, check_output, output_lock
+from .._weights import load_exact, timm_data_config
+from ..data.transforms import DATA_CONFIG_KEYS
 from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, OutputExistsError, UnknownNameError,
                       UnsupportedModelError)
 from ..masking import Mask
@@ -148,13 +150,32 @@ _RESERVED = {fmt.WEIGHTS_FILE, fmt.CONFIG_FILE, fmt.MASK_FILE, fmt.COMPACT_FILE,
 
 def load_ticket(folder: str | os.PathLike) -> tuple[nn.Module, Mask, dict]:
     """Load a ticket folder as ``(model in eval mode, mask, px_config)`` after verifying it
-    (:func:`verify_ticket`) and that the mask fits the architecture in ``config.json``."""
-    folder = fmt.require_ticket_folder(folder)
-    tensors, mask, px_config = verify_ticket(folder)
+    (:func:`verify_ticket`) and that the mask fits the architecture in ``config.json``.
+    :class:`px_hub.Ticket` (``Ticket.from_pretrained``) gives the same with the spec and preprocessing."""
+    return read_ticket(fmt.require_ticket_folder(folder))
+
+
+def read_ticket(folder: Path, *, where: str | None = None, remedy: str | None = None
+                ) -> tuple[nn.Module, Mask, dict]:
+    """:func:`load_ticket` of an existing ticket folder; ``where``/``remedy`` word the errors (a pull names the
+    repo and revision instead of the cache folder)."""
+    tensors, mask, px_config = verify_ticket(folder, where=where, remedy=remedy or LOCAL_REMEDY)
     model = build_model(folder)
     mask.validate(model)
     _load_state(model, tensors)
     return model.eval(), mask, px_config
+
+
+def data_config_of(folder: Path, model: nn.Module) -> dict:
+    """The preprocessing of a loaded ticket (timm keys): the transformers image processor, the open_clip tower's
+    recorded config, or timm's resolution from the model."""
+    cfg = fmt.read_json(folder / fmt.CONFIG_FILE)
+    if layouts.is_transformers_config(cfg):
+        return layouts.data_config_from_processor(layouts.read_processor(folder), model.config)
+    if cfg.get("px_hub_loader"):
+        pcfg = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in pcfg.items() if k in DATA_CONFIG_KEYS}
+    return timm_data_config(model)
 
 
 LOCAL_REMEDY = "the ticket was damaged or altered; download or re-create it"
@@ -255,10 +276,8 @@ def build_model(folder: Path) -> nn.Module:
     arch = cfg.get("architecture")
     if not arch:
         raise IntegrityError(f"{folder / fmt.CONFIG_FILE} names no architecture; download the ticket again")
-    if cfg.get("px_hub_loader"):
-        from ..backbones import load_backbone
-
-        return load_backbone(cfg["px_hub_loader"], num_classes=cfg.get("num_classes"), pretrained=False).model
+    if cfg.get("px_hub_loader"):  # an open_clip image tower + head (see layouts)
+        return layouts.build_open_clip_model(cfg)
     if not timm.is_model(arch):
         raise UnknownNameError(
             f"the ticket's architecture {arch!r} is not a timm model here; upgrade timm (`pip install -U timm`)"
@@ -270,8 +289,6 @@ def build_model(folder: Path) -> nn.Module:
 
 
 def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    from ..backbones._common import load_exact
-
     load_exact(model, tensors, "the ticket's weights", error=MaskMismatchError,
                fix="the ticket's config.json does not match its weights; download or re-save the ticket")
 
