@@ -245,7 +245,7 @@ class MaskEnforcer:
 
             def hook(param, keep=keep):
                 if param.grad is not None:
-                    param.grad.mul_(keep.to(param.grad.dtype))
+                    param.grad.mul_(keep.to(device=param.grad.device, dtype=param.grad.dtype))
 
             self._handles.append(p.register_post_accumulate_grad_hook(hook))
         mask.apply_(model)
