@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                     "with the dense weights rebuilt). Works offline from the cache.")
     q.add_argument("repo", metavar="USER/REPO[@REV]", help="the ticket on the Hub, at a branch, tag or commit")
     q.add_argument("--out", metavar="DIR", default=None,
-                   help="also write a complete copy of the ticket here (default: none; the ticket stays in the Hub cache)")
+                   help="also write a complete copy of the ticket here (default: none, it stays in the Hub cache)")
     q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     q.add_argument("--token", default=None, metavar="TOKEN",
                    help="Hugging Face token for a private repo (default: HF_TOKEN or `hf auth login`)")

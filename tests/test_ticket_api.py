@@ -66,7 +66,7 @@ def test_from_folder_holds_model_mask_spec(folder):
     assert t.data_config["input_size"] == tuple(model.pretrained_cfg["input_size"])
     assert t.folder == folder and t.repo_id is None and not t.model.training
     assert "sparsity=0.9" in repr(t)
-    with pytest.raises(InvalidArgumentError, match="Hub repos only"):
+    with pytest.raises(InvalidArgumentError, match="for Hub repos only"):
         Ticket.from_pretrained(folder, revision="v1")
 
 

@@ -36,10 +36,10 @@ def _from_ticket(folder: Path, num_classes: int | None, seed: int) -> LoadedMode
                                    "load it without num_classes (fine-tuning replaces heads itself)")
     cfg = json.loads((folder / "config.json").read_text())
     license_ = cfg.get("license") or ((px_config.get("model") or {}).get("license"))
-    info = {"source": "ticket", "id": str(folder.resolve()), "revision": None, "library": layouts.library_of_config(cfg),
-            "architecture": layouts.architecture_of_config(cfg), "pretrained": True, "license": license_,
-            "num_classes": n, "head_replaced": False, "mask_sha256": mask.sha256(),
-            "mask_density": mask.density(),
+    info = {"source": "ticket", "id": str(folder.resolve()), "revision": None,
+            "library": layouts.library_of_config(cfg), "architecture": layouts.architecture_of_config(cfg),
+            "pretrained": True, "license": license_, "num_classes": n, "head_replaced": False,
+            "mask_sha256": mask.sha256(), "mask_density": mask.density(),
             "ticket": {k: px_config.get(k) for k in ("method", "sparsity", "rounds", "seed") if k in px_config}}
     return LoadedModel(model, ticket.data_config, info, mask=mask)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..errors import UnknownNameError, WeightsUnavailableError
 from ..hub.layouts import ClipImageClassifier, clip_embed_dim

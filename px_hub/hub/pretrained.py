@@ -71,7 +71,7 @@ class Ticket:
         path = Path(os.path.expanduser(str(pretrained_model_name_or_path)))
         if path.is_dir():
             if revision is not None:
-                raise InvalidArgumentError(f"{path} is a local folder; revision={revision!r} applies to Hub repos only")
+                raise InvalidArgumentError(f"{path} is a local folder; revision={revision!r} is for Hub repos only")
             folder = fmt.require_ticket_folder(path)
             model, mask, px_config = read_ticket(folder)
             ticket = cls._from_folder(folder, model, mask, px_config)
