@@ -149,7 +149,7 @@ def config_seal(cfg: Mapping) -> str:
     sparsity, data, source model, ...) no longer matches the mask file."""
     body = {k: v for k, v in cfg.items() if k not in UNSEALED_KEYS}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                     default=_json_default).encode()).hexdigest()
+                                     default=to_jsonable).encode()).hexdigest()
 
 
 def check_px_config(cfg: Mapping, mask: Mask, mask_meta: Mapping[str, str]) -> None:
@@ -219,7 +219,7 @@ def check_px_config(cfg: Mapping, mask: Mask, mask_meta: Mapping[str, str]) -> N
 
 
 def _short(x) -> str:
-    text = json.dumps(x, default=_json_default) if not isinstance(x, str) else x
+    text = json.dumps(x, default=to_jsonable) if not isinstance(x, str) else x
     return text if len(text) <= 60 else text[:57] + "..."
 
 

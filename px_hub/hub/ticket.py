@@ -1,7 +1,6 @@
 """Write, update and load ticket folders (see :mod:`px_hub.hub.format` for the layout)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from .._fs import build_atomically, check_output, output_lock
-from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, OutputExistsError, UnknownNameError,
+from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, UnknownNameError,
                       UnsupportedModelError)
 from ..masking import Mask
 from ..records import library_versions
