@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 DESCRIPTION = """Fine-tune a ticket with a recipe (the paper's Table 3 rows and small offline ones; see
 --list-recipes). The network comes from --ticket (a folder or Hub repo id; results are written into it), from

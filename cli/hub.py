@@ -70,13 +70,9 @@ def check_push(args: argparse.Namespace) -> None:
 
 
 def _check_can_push(args: argparse.Namespace) -> None:
-    from px_hub.errors import HubError, InvalidArgumentError
+    from px_hub.errors import HubError
 
-    if args.repo_id is not None:
-        name = args.repo_id
-        parts = name.split("/")
-        if len(parts) != 2 or not all(parts) or any(c.isspace() for c in name):
-            raise InvalidArgumentError(f"--repo-id {name!r} is not a repo id; use USER/NAME")
+    _check_repo_id(args)
     from huggingface_hub import constants
 
     if constants.is_offline_mode():
@@ -84,6 +80,16 @@ def _check_can_push(args: argparse.Namespace) -> None:
                        "`px-hub push` later")
     if not (args.token or _stored_token()):  # get_token: HF_TOKEN, then `hf auth login`
         raise HubError("--push needs a Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --token")
+
+
+def _check_repo_id(args: argparse.Namespace) -> None:
+    from px_hub.errors import InvalidArgumentError
+
+    if args.repo_id is not None:
+        name = args.repo_id
+        parts = name.split("/")
+        if len(parts) != 2 or not all(parts) or any(c.isspace() for c in name):
+            raise InvalidArgumentError(f"--repo-id {name!r} is not a repo id; use USER/NAME")
 
 
 def _stored_token() -> str | None:
@@ -125,7 +131,12 @@ def _push_target(args: argparse.Namespace) -> tuple[str | None, str]:
 
 
 def _check_push_command(args: argparse.Namespace) -> None:
+    from px_hub.hub import verify_ticket
+    from px_hub.hub.format import require_ticket_folder
+
     args.repo_id, args.folder = _push_target(args)
+    _check_repo_id(args)
+    verify_ticket(require_ticket_folder(args.folder), every_file=True)  # a damaged or edited ticket is the first thing to hear about
     _check_can_push(args)
 
 

@@ -40,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each message (it may be swapped after set-up)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(args: argparse.Namespace) -> None:
     """Library messages (logger ``px_hub``) to stderr: warnings only with --quiet, notes by default, stage details
     with -v."""
@@ -48,7 +60,7 @@ def setup_logging(args: argparse.Namespace) -> None:
     logger = logging.getLogger("px_hub")
     logger.setLevel(level)
     if not any(getattr(h, "_px_hub", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("px-hub: %(message)s"))
         handler._px_hub = True
         logger.addHandler(handler)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import px_hub
 from px_hub import Mask
 from px_hub.analysis import (analyze, collapse_warnings, compare_spectra, empirical_ntk, layer_rows, ntk_spectrum,
                              pick_outputs, take_inputs, write_report)

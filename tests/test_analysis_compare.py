@@ -6,11 +6,9 @@ import json
 import re
 
 import pytest
-import torch
 
 import px_hub
 from px_hub.cli.main import main
-from px_hub.errors import UnknownNameError
 
 
 

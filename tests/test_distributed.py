@@ -3,7 +3,6 @@
 the single-process mask. Plus an end-to-end ``accelerate launch`` of ``px-hub prune``."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib

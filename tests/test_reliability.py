@@ -5,7 +5,6 @@ output (a lock); identical content gives identical bytes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
