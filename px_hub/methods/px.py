@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgumentError
-from ..masking.targets import weighted_modules
+from ..masking.targets import param_name, weight_params
 from .context import ScoringContext
 from .registry import register_method
 from .views import GATE_MODES, GateRecorder, GateReplayer, Linearizer
@@ -30,10 +30,12 @@ from .views import GATE_MODES, GateRecorder, GateReplayer, Linearizer
 def _view_params(ctx: ScoringContext):
     """Parameter overrides for A, J and K, plus the K leaves whose gradients give the scores."""
     head = ctx.head_name()
+    modules = dict(ctx.model.named_modules())
     a, j, k, leaves = {}, {}, {}, {}
-    for name, mod in weighted_modules(ctx.model):
-        wname = f"{name}.weight" if name else "weight"
-        w = ctx.masked(wname) if wname in ctx.targets else mod.weight
+    for name, attr, battr in weight_params(ctx.model):
+        weight = getattr(modules[name], attr)
+        wname = param_name(name, attr)
+        w = ctx.masked(wname) if wname in ctx.targets else weight
         a[wname] = w
         is_head = name == head
         if is_head:
@@ -41,17 +43,17 @@ def _view_params(ctx: ScoringContext):
             psi = w.detach().clone()
         else:
             j[wname] = (ctx.float_mask(wname, w.dtype) if wname in ctx.targets
-                        else torch.ones_like(mod.weight))
+                        else torch.ones_like(weight))
             psi = w.detach().pow(2)
         if wname in ctx.targets:
             psi.requires_grad_(True)
             leaves[wname] = psi
         k[wname] = psi
-        if getattr(mod, "bias", None) is not None:
-            bname = f"{name}.bias" if name else "bias"
-            if not is_head:
-                j[bname] = torch.ones_like(mod.bias)
-                k[bname] = mod.bias.detach().pow(2)
+        if battr is not None and not is_head:
+            bias = getattr(modules[name], battr)
+            bname = param_name(name, battr)
+            j[bname] = torch.ones_like(bias)
+            k[bname] = bias.detach().pow(2)
     return a, j, k, leaves
 
 
@@ -119,7 +121,7 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
         g = torch.zeros_like(w) if g is None else g
         if grads_st is not None and grads_st.get(n) is not None:
             # parameters (elements) with no path through the open gates take the straight-through score
-            only_gate = (g == 0) & (grads_st[n] != 0)
+            only_gate = (g == 0) & (grads_st[n] != 0) & ctx.mask[n]
             gate_scored[n] = float(only_gate.sum()) / max(1, int(ctx.mask[n].sum()))
             g = torch.where(only_gate, grads_st[n], g)
         out[n] = g.abs() * w.pow(2)
@@ -137,7 +139,7 @@ def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor, 
     """z1 = J(x²) with A's gates (A: the real masked network on x, eval mode). No gradient flows through J."""
     rec = GateRecorder(model=ctx.model, gate=gate)
     with rec:
-        ctx.call(a_params, rec.mark(x.view_as(x)))
+        rec.check_output(ctx.call(a_params, rec.mark(x.view_as(x))))
     rep = GateReplayer(rec.gates, batch_stats=True, model=ctx.model)
     with rep:
         z1 = ctx.call(j_params, rep.mark(x.pow(2)))

@@ -68,6 +68,7 @@ _STRUCT = {
 _PRODUCTS = {"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "matmul", "__matmul__", "__rmatmul__",
              "bmm", "mm", "einsum", "outer"}
 _DIVS = {"div", "div_", "__truediv__", "__itruediv__", "true_divide", "divide"}
+_WEIGHTED = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 _MASKS = {"where": 0, "masked_fill": 1, "masked_fill_": 1}  # argument that must not carry a path
 
 
@@ -296,6 +297,8 @@ class _ViewMode(TorchFunctionMode):
             return None
         if name in _PRODUCTS or name in _DIVS or name in ("baddbmm", "addmm", "addbmm"):
             return self._product(name, func, args, kwargs)
+        if GATE in kinds and name in _WEIGHTED:
+            self.refuse(name, "a gate used as the input of a weighted layer")
         if name in _MASKS and self.kind(_arg(args, kwargs, _MASKS[name], "mask", None)):
             self.refuse(name, "a data-dependent selection mask on a path")
         if path and name not in _STRUCT:
@@ -356,6 +359,16 @@ class _ViewMode(TorchFunctionMode):
 
     def _set_free(self, out, value):
         pass
+
+    def check_output(self, out: torch.Tensor) -> torch.Tensor:
+        """The logits must be a path (a product of paths, a gate or a constant has no path view)."""
+        k = self.kind(out)
+        if k != PATH:
+            what = _KIND_NAMES.get(k, "constant (independent of the input)")
+            raise UnsupportedModelError(
+                f"PX cannot score this model: its logits are a {what}, not a sum over input-output paths "
+                "(docs/px-generalized.md); use a data-free method such as --method synflow")
+        return out
 
     # -- errors -----------------------------------------------------------------------------------------------
     def refuse(self, op, what=None):
