@@ -28,8 +28,8 @@ FAMILIES = {
     "resnet": ("resnet18", {"zero_init_last": False}, 64),
     "efficientnet": ("efficientnet_b0", {}, 64),
     "mobilenetv3": ("mobilenetv3_small_050", {}, 64),
-    "regnet (x)": ("regnetx_002", {"zero_init_last": False}, 64),
-    "regnet (y, squeeze-excite)": ("regnety_002", {"zero_init_last": False}, 64),
+    "regnet-x": ("regnetx_002", {"zero_init_last": False}, 64),
+    "regnet-y (SE)": ("regnety_002", {"zero_init_last": False}, 64),
     "convnext": ("convnext_atto", {}, 64),
     "vit": ("vit_tiny_patch16_224", {"img_size": 64}, 64),
     "deit": ("deit_tiny_patch16_224", {"img_size": 64}, 64),
@@ -157,26 +157,31 @@ def main(argv=None):
     import torch
 
     fams = {k: v for k, v in FAMILIES.items() if args.only is None or k in args.only.split(",")}
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "coverage.json"
+    # rows of families not rerun are kept, so the table can be built in parts (--only)
+    old = {r["family"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
     rows = []
     for fam, (name, kw, size) in fams.items():
         t = time.perf_counter()
         row = run_family(fam, name, kw, size, args.batch)
+        row["wall_seconds"] = round(time.perf_counter() - t, 1)
+        old[fam] = row
         rows.append(row)
-        print(f"{fam:<28} {name:<32} {row['status']:<9} {time.perf_counter() - t:6.1f}s  "
+        print(f"{fam:<28} {name:<32} {row['status']:<9} {row['wall_seconds']:6.1f}s  "
               f"{row.get('reason', '')[:110]}", flush=True)
-    header = (f"# PX coverage of timm families (random init, pretrained=False, batch {args.batch}, 2 PX rounds to "
-              f"sparsity 0.5)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} CPU threads, torch "
-              f"{torch.__version__}. **Timings were measured on a shared, contended machine: treat seconds and "
-              "ratios as rough; rerun on a quiet machine for numbers to quote.** f32 vs f64 = max over layers of "
-              "max |s32 − s64| / max s64 for round-1 scores (well-posed: ≤ 1e-4). gate-scored = fraction of "
-              "prunable weights scored by the straight-through rule (Q/K projections, squeeze-excite MLPs; "
-              "docs/px-generalized.md). transformers, open_clip and DINO rows are added by the lead.")
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.only is None else "_partial"
-    (out / f"coverage{suffix}.md").write_text(markdown(rows, header))
-    (out / f"coverage{suffix}.json").write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rows": rows},
-                                                           indent=2))
+        ordered = [old[f] for f in FAMILIES if f in old]
+        header = (f"# PX coverage of timm families (random init, pretrained=False, batch {args.batch}, 2 PX rounds to "
+                  f"sparsity 0.5)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} CPU threads, torch "
+                  f"{torch.__version__}. **Timings were measured on a shared, heavily contended machine (load ~12 on "
+                  "2 cores): treat seconds and ratios as rough; rerun on a quiet machine for numbers to quote.** "
+                  "f32 vs f64 = max over layers of max |s32 − s64| / max s64 for round-1 scores (well-posed: "
+                  "≤ 1e-4). gate-scored = fraction of prunable weights scored by the straight-through rule (Q/K "
+                  "projections, squeeze-excite MLPs; docs/px-generalized.md). transformers, open_clip and DINO rows "
+                  "are added by the lead.")
+        (out / "coverage.md").write_text(markdown(ordered, header))
+        path.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rows": ordered}, indent=2))
     return rows
 
 

@@ -149,44 +149,36 @@ def _batch_stats_batch_norm(args, kwargs):
     return F.batch_norm(b["input"], None, None, b["weight"], b["bias"], True, b["momentum"], b["eps"])
 
 
-def _scaled(u: torch.Tensor, dims: tuple[int, ...], p: float = 2.0, mean: bool = True) -> torch.Tensor:
-    """u divided by its own (detached) RMS (or p-norm) over ``dims``; zero where that statistic is zero."""
-    d = u.detach()
-    if p == 2.0 and mean:
-        stat = d.pow(2).mean(dim=dims, keepdim=True).sqrt()
-    else:
-        stat = torch.linalg.vector_norm(d, p, dim=dims, keepdim=True)
-    inv = torch.where(stat > 0, 1.0 / stat, torch.zeros_like(stat))
-    return u * inv
+def _scaled(u: torch.Tensor) -> torch.Tensor:
+    """u divided by one detached positive scalar: the RMS of all its values (zero stays zero)."""
+    rms = u.detach().pow(2).mean().sqrt()
+    return u * (1.0 / rms) if float(rms) > 0 else u * 0.0
 
 
 def feature_norm(name, args, kwargs):
-    """A feature normalization in J and K: gamma * u / rms(u) + beta, statistic detached, no centering."""
+    """A feature normalization in J and K: gamma * u / rms + beta, with rms one detached scalar over the whole
+    tensor (batch, tokens or positions, features): no centering, and the relative magnitudes of samples, tokens
+    and positions kept (docs/px-generalized.md)."""
     u = args[0] if args else kwargs["input"]
     if name in ("layer_norm", "rms_norm"):
         b = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias" if name == "layer_norm" else "eps"),
                   (None, None, None, None))
-        n = len(tuple(b["normalized_shape"]))
-        y = _scaled(u, tuple(range(u.dim() - n, u.dim())))
+        y = _scaled(u)
         w, bias = b["weight"], b["bias"] if name == "layer_norm" else None
         if w is not None:
             y = y * w
         return y + bias if bias is not None else y
+    if name == "normalize":  # F.normalize(input, p, dim, eps): no affine part
+        return _scaled(u)
     if name == "group_norm":
         b = _bind(args, kwargs, ("input", "num_groups", "weight", "bias", "eps"), (None, None, None, None, 1e-5))
-        n, c = u.shape[:2]
-        y = _scaled(u.reshape(n, b["num_groups"], -1), (2,)).reshape(u.shape)
-        shape = (1, c) + (1,) * (u.dim() - 2)
-    elif name == "instance_norm":
+    else:  # instance_norm
         b = _bind(args, kwargs, ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats"),
                   (None, None, None, None, None, True))
         if not b["use_input_stats"]:  # running statistics: a fixed per-channel affine map, like BatchNorm eval
             return F.instance_norm(*args, **kwargs)
-        y = _scaled(u, tuple(range(2, u.dim())))
-        shape = (1, u.shape[1]) + (1,) * (u.dim() - 2)
-    else:  # F.normalize(input, p, dim, eps): a positive scaling of each vector
-        b = _bind(args, kwargs, ("input", "p", "dim", "eps"), (None, 2.0, 1, 1e-12))
-        return _scaled(u, (b["dim"],), float(b["p"]), mean=False)
+    y = _scaled(u)
+    shape = (1, u.shape[1]) + (1,) * (u.dim() - 2)
     if b["weight"] is not None:
         y = y * b["weight"].reshape(shape)
     return y + b["bias"].reshape(shape) if b["bias"] is not None else y
