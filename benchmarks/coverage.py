@@ -134,17 +134,18 @@ def run_family(family, name, kwargs, size, batch):
 
 
 def markdown(rows, header):
-    lines = [header, "", "| family | model (input) | status | s / round | PX round ÷ fwd+bwd | f32 vs f64 | gate-scored |"
-             " reason / note |", "|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| family | model (input) | status | s / round | PX round ÷ fwd+bwd | f32 vs f64 "
+                         "| gate-scored | reason / note |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "works":
             note = f"{r['zero_score_layers']} layer(s) with all-zero scores" if r["zero_score_layers"] else ""
-            lines.append(f"| {r['family']} | `{r['model']}` ({r['input']} px) | works | {r['seconds_per_round']:.2f} | "
-                         f"{r['px_round_over_fwd_bwd']:.1f} | {r['f32_vs_f64']:.1e} | "
+            lines.append(f"| {r['family']} | `{r['model']}` ({r['input']} px, batch {r['batch']}) | works | "
+                         f"{r['seconds_per_round']:.2f} | {r['px_round_over_fwd_bwd']:.1f} | {r['f32_vs_f64']:.1e} | "
                          f"{100 * r['gate_scored_fraction']:.1f} % | {note} |")
         else:
             reason = r["reason"].replace("|", "\\|")
-            lines.append(f"| {r['family']} | `{r['model']}` ({r['input']} px) | {r['status']} | | | | | {reason} |")
+            lines.append(f"| {r['family']} | `{r['model']}` ({r['input']} px, batch {r['batch']}) | {r['status']} "
+                         f"| | | | | {reason} |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,8 +173,8 @@ def main(argv=None):
         print(f"{fam:<28} {name:<32} {row['status']:<9} {row['wall_seconds']:6.1f}s  "
               f"{row.get('reason', '')[:110]}", flush=True)
         ordered = [old[f] for f in FAMILIES if f in old]
-        header = (f"# PX coverage of timm families (random init, pretrained=False, batch {args.batch}, 2 PX rounds to "
-                  f"sparsity 0.5)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} CPU threads, torch "
+        header = (f"# PX coverage of timm families (random init, pretrained=False, 2 PX rounds to sparsity 0.5, "
+                  f"one batch of random images)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} CPU threads, torch "
                   f"{torch.__version__}. **Timings were measured on a shared, heavily contended machine (load ~12 on "
                   "2 cores): treat seconds and ratios as rough; rerun on a quiet machine for numbers to quote.** "
                   "f32 vs f64 = max over layers of max |s32 − s64| / max s64 for round-1 scores (well-posed: "

@@ -209,6 +209,11 @@ class _ErfBlock(nn.Module):
         return torch.erf(x)
 
 
+class _Square(nn.Module):
+    def forward(self, x):
+        return x ** 2  # an operator: torch turns a TypeError raised inside it into "unsupported operand"
+
+
 class _ManualLayerNorm(nn.Module):
     def forward(self, x):
         u = x.mean(1, keepdim=True)
@@ -220,6 +225,7 @@ class _ManualLayerNorm(nn.Module):
     (_ErfBlock(), "erf", "op (_ErfBlock)"),
     (nn.Softplus(), "softplus", "op (Softplus)"),
     (_ManualLayerNorm(), "pow", "op (_ManualLayerNorm)"),
+    (_Square(), "__pow__", "op (_Square)"),
 ])
 def test_unknown_operation_on_a_path_is_refused_by_name(op, name, module):
     model = _Odd(op).eval()

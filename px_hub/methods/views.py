@@ -220,6 +220,12 @@ def _tensors(obj):
 _serial = itertools.count(1)
 
 
+class _Refusal(RuntimeError):
+    """Raised inside a view; turned into UnsupportedModelError when the view exits. (UnsupportedModelError is a
+    TypeError, and a TypeError raised inside a Tensor operator such as ``x ** 2`` is swallowed by torch and
+    re-raised as "unsupported operand type(s)", which would hide the reason.)"""
+
+
 class _ViewMode(TorchFunctionMode):
     """Tag propagation and the rules shared by the three views; subclasses say what activations, gates and
     normalizations do."""
@@ -233,6 +239,12 @@ class _ViewMode(TorchFunctionMode):
         self.serial = next(_serial)
         self.model = model
         self.gates_seen = 0
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        out = super().__exit__(exc_type, exc_val, exc_tb)
+        if exc_type is _Refusal:
+            raise UnsupportedModelError(str(exc_val)) from None
+        return out
 
     # -- tags -------------------------------------------------------------------------------------------------
     def mark(self, t: torch.Tensor, kind: int = PATH) -> torch.Tensor:
@@ -366,7 +378,7 @@ class _ViewMode(TorchFunctionMode):
     def refuse(self, op, what=None):
         where = self._module_name()
         what = what or "an operation with no path view"
-        raise UnsupportedModelError(
+        raise _Refusal(
             f"PX cannot score this model: {what}: `{op}` on a path in {where} (view {self.view}); PX handles "
             "Conv/Linear, ReLU-family and smooth zero-at-zero activations, normalizations, squeeze-excite and "
             "softmax attention (docs/px-generalized.md); use a data-free method such as --method synflow")
