@@ -165,6 +165,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
     history: list[dict] = list(initial_history or [])
     if not 0 <= initial_round < r_total or (initial_round and initial_mask is None):
         raise InvalidArgumentError(f"initial_round must be in [0, {r_total}) and come with initial_mask")
+    notes: dict = {}
     t0 = time.perf_counter()
     with _eval_mode(model):
         params = tg.select(model)
@@ -177,6 +178,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             tr = time.perf_counter()
             ctx = _context(model, params, mask, bs, ids, shape, seed, r, options)
             scores = _round_scores(info, ctx)
+            notes = ctx.notes
             mask = Mask.from_scores(scores, s_r, scope)
             if mask.kept() == 0:
                 raise LayerCollapseError(
@@ -207,6 +209,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                       for rw in mask.report()],
         "collapsed_layers": collapsed,
         "warnings": warns,
+        "method_notes": notes,  # what the method reported in its last round (PX: gate-scored layers)
         "num_batches": len(bs) if world == 1 else None,
         "processes": world,
         # CPU kernels sum in a thread-count-dependent order and iterative methods amplify rounding: a mask is

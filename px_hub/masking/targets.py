@@ -19,6 +19,26 @@ def weighted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, WEIGHTED_TYPES) and m.weight is not None]
 
 
+def weight_params(model: nn.Module) -> list[tuple[str, str, str | None]]:
+    """Every prunable weight as (module name, weight attribute, bias attribute or None), in network order:
+    Conv/Linear ``weight``/``bias``, and ``nn.MultiheadAttention``'s input projection (``in_proj_weight``, or
+    ``q/k/v_proj_weight`` when key/value dimensions differ), which is a matrix multiply like a Linear's."""
+    out = []
+    for n, m in model.named_modules():
+        if isinstance(m, WEIGHTED_TYPES) and m.weight is not None:
+            out.append((n, "weight", "bias" if getattr(m, "bias", None) is not None else None))
+        elif isinstance(m, nn.MultiheadAttention):
+            if m.in_proj_weight is not None:
+                out.append((n, "in_proj_weight", "in_proj_bias" if m.in_proj_bias is not None else None))
+            else:
+                out += [(n, f"{c}_proj_weight", None) for c in "qkv"]
+    return out
+
+
+def param_name(module_name: str, attr: str) -> str:
+    return f"{module_name}.{attr}" if module_name else attr
+
+
 def classifier_module(model: nn.Module) -> tuple[str, nn.Module] | None:
     """The classifier head: timm's ``get_classifier()`` where it is a Linear/Conv; for transformers models the
     ``classifier`` module (a Linear, or the last Linear inside it, e.g. ResNet's ``Sequential(Flatten, Linear)``);
@@ -71,18 +91,21 @@ class PruneTargets:
             head = classifier_module(model)
             if head is not None:
                 skip.add(head[0])
-        unknown = [e for e in self.exclude if not any(_matches(n, e) or _matches(n + ".weight", e) for n, _ in mods)]
+        wps = weight_params(model)
+        unknown = [e for e in self.exclude
+                   if not any(_matches(n, e) or _matches(param_name(n, a), e) for n, a, _b in wps)]
         if unknown:
             raise InvalidArgumentError(
                 f"--exclude {unknown[0]!r} names no Conv/Linear layer of this model; "
                 f"layers are e.g. {', '.join(n for n, _ in mods[:3])}"
             )
         out: dict[str, torch.nn.Parameter] = {}
-        for n, m in mods:
-            pname = f"{n}.weight" if n else "weight"
+        modules = dict(model.named_modules())
+        for n, attr, _bias in wps:
+            pname = param_name(n, attr)
             if n in skip or any(_matches(n, e) or _matches(pname, e) for e in self.exclude):
                 continue
-            out[pname] = m.weight
+            out[pname] = getattr(modules[n], attr)
         return out
 
     def to_dict(self) -> dict:

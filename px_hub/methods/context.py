@@ -2,21 +2,36 @@
 batches, and the cross-process reductions."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import UnsupportedModelError
 from ..masking.targets import classifier_module
+
+
+def logits_of(out) -> torch.Tensor:
+    """The logits of a forward's output: a tensor, or ``.logits`` / ``["logits"]`` of a transformers
+    ``ModelOutput`` or a dict."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, Mapping):
+        logits = out.get("logits")
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise UnsupportedModelError(
+        f"the model's forward returned {type(out).__name__}, not logits; scoring needs a tensor or an output with "
+        "a .logits tensor (e.g. a transformers ModelOutput); wrap the model so that it returns the class logits")
 
 
 def call_with(model: nn.Module, overrides: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Run ``model`` with some parameters/buffers replaced (``torch.func.functional_call``); the model's own
-    tensors are untouched. A transformers ``ModelOutput`` gives its ``logits``."""
-    out = functional_call(model, overrides, (x,), strict=False)
-    return out if isinstance(out, torch.Tensor) else getattr(out, "logits", out)
+    tensors are untouched. Returns the logits (see :func:`logits_of`)."""
+    return logits_of(functional_call(model, overrides, (x,), strict=False))
 
 
 @dataclass
@@ -47,6 +62,7 @@ class ScoringContext:
         g.manual_seed((self.seed * 1_000_003 + self.round * 7919 + salt) % (2**63))
         return g
 
+    notes: dict = field(default_factory=dict)  # what a method reports about this round (kept in the record)
     _float_masks: dict = field(default_factory=dict, repr=False)
 
     def float_mask(self, name: str, dtype: torch.dtype) -> torch.Tensor:

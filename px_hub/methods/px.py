@@ -21,19 +21,21 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError, InvalidArgumentError
-from ..masking.targets import weighted_modules
+from ..masking.targets import param_name, weight_params
 from .context import ScoringContext
 from .registry import register_method
-from .views import GateRecorder, GateReplayer, Linearizer
+from .views import GATE_MODES, GateRecorder, GateReplayer, Linearizer
 
 
 def _view_params(ctx: ScoringContext):
     """Parameter overrides for A, J and K, plus the K leaves whose gradients give the scores."""
     head = ctx.head_name()
+    modules = dict(ctx.model.named_modules())
     a, j, k, leaves = {}, {}, {}, {}
-    for name, mod in weighted_modules(ctx.model):
-        wname = f"{name}.weight" if name else "weight"
-        w = ctx.masked(wname) if wname in ctx.targets else mod.weight
+    for name, attr, battr in weight_params(ctx.model):
+        weight = getattr(modules[name], attr)
+        wname = param_name(name, attr)
+        w = ctx.masked(wname) if wname in ctx.targets else weight
         a[wname] = w
         is_head = name == head
         if is_head:
@@ -41,22 +43,25 @@ def _view_params(ctx: ScoringContext):
             psi = w.detach().clone()
         else:
             j[wname] = (ctx.float_mask(wname, w.dtype) if wname in ctx.targets
-                        else torch.ones_like(mod.weight))
+                        else torch.ones_like(weight))
             psi = w.detach().pow(2)
         if wname in ctx.targets:
             psi.requires_grad_(True)
             leaves[wname] = psi
         k[wname] = psi
-        if getattr(mod, "bias", None) is not None:
-            bname = f"{name}.bias" if name else "bias"
-            if not is_head:
-                j[bname] = torch.ones_like(mod.bias)
-                k[bname] = mod.bias.detach().pow(2)
+        if battr is not None and not is_head:
+            bias = getattr(modules[name], battr)
+            bname = param_name(name, battr)
+            j[bname] = torch.ones_like(bias)
+            k[bname] = bias.detach().pow(2)
     return a, j, k, leaves
 
 
 def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tensor]:
     k_batch = ctx.options.get("k_batch", "one")
+    gate = ctx.options.get("gate", "ratio")
+    if gate not in GATE_MODES:
+        raise InvalidArgumentError(f"PX option gate must be one of {', '.join(GATE_MODES)}, got {gate!r}")
     a_params, j_params, k_params, leaves = _view_params(ctx)
     names = list(leaves)
     if k_batch == "one":
@@ -66,7 +71,7 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
         per_batch: dict[int, torch.Tensor] = {}
         for bid, (x, _y) in zip(ctx.batch_ids, ctx.batches):
             x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-            per_batch[bid] = _path_activations(ctx, a_params, j_params, x).sum(dim=0, dtype=torch.float64)
+            per_batch[bid] = _path_activations(ctx, a_params, j_params, x, gate).sum(dim=0, dtype=torch.float64)
         parts = ctx.gather_by_id(per_batch)
         if not parts:
             raise DataError("PX needs at least one pruning batch; pass (inputs, labels) batches")
@@ -74,31 +79,54 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
         for p in parts[1:]:
             z1_total += p
         ones = torch.ones((1, *ctx.input_shape), device=ctx.device, dtype=ctx.dtype)
-        with Linearizer(batch_stats=k_batch_stats):
-            z2 = ctx.call(k_params, ones)
-        r = (z1_total.to(z2.dtype) * z2[0]).sum()
-        grads = dict(zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)))
+
+        def k_grads(straight_through: bool):
+            lin = Linearizer(batch_stats=k_batch_stats, model=ctx.model, straight_through=straight_through)
+            with lin:
+                z2 = ctx.call(k_params, lin.mark(ones.clone()))
+            r = (z1_total.to(z2.dtype) * z2[0]).sum()
+            return dict(zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True))), lin
+
+        grads, lin = k_grads(False)
+        grads_st = k_grads(True)[0] if lin.gates_seen else None
     elif k_batch == "full":
         # The official code's arithmetic: K on a batch of ones as large as each data batch, R = Σ z1 ⊙ z2 per
         # batch. Costs a full forward+backward of K per batch, but reproduces the official float32 rounding
         # (which iterative PX amplifies: see README, "PX is chaotic in float rounding").
         acc = {n: torch.zeros_like(v, dtype=torch.float64) for n, v in leaves.items()}
+        acc_st = None
         for x, _y in ctx.batches:
-            z1 = _path_activations(ctx, a_params, j_params, x)
-            with Linearizer(batch_stats=k_batch_stats):
-                z2 = ctx.call(k_params, torch.ones_like(x))
-            r = (z1 * z2).sum()
-            for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
-                if g is not None:
-                    acc[n] += g
+            z1 = _path_activations(ctx, a_params, j_params, x, gate)
+            for straight_through in (False, True):
+                lin = Linearizer(batch_stats=k_batch_stats, model=ctx.model, straight_through=straight_through)
+                with lin:
+                    z2 = ctx.call(k_params, lin.mark(torch.ones_like(x)))
+                r = (z1 * z2).sum()
+                if straight_through:
+                    acc_st = acc_st or {n: torch.zeros_like(v, dtype=torch.float64) for n, v in leaves.items()}
+                target = acc_st if straight_through else acc
+                for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
+                    if g is not None:
+                        target[n] += g
+                if not lin.gates_seen:
+                    break
         grads = {n: ctx.reduce_sum(acc[n]).to(leaves[n].dtype) for n in names}
+        grads_st = {n: ctx.reduce_sum(acc_st[n]).to(leaves[n].dtype) for n in names} if acc_st else None
     else:
         raise InvalidArgumentError(f"PX option k_batch must be 'one' or 'full', got {k_batch!r}")
-    out = {}
+    out, gate_scored = {}, {}
     for n in names:
         w = ctx.masked(n).detach()
         g = grads.get(n)
-        out[n] = torch.zeros_like(w) if g is None else g.abs() * w.pow(2)
+        g = torch.zeros_like(w) if g is None else g
+        if grads_st is not None and grads_st.get(n) is not None:
+            # parameters (elements) with no path through the open gates take the straight-through score
+            only_gate = (g == 0) & (grads_st[n] != 0) & ctx.mask[n]
+            gate_scored[n] = float(only_gate.sum()) / max(1, int(ctx.mask[n].sum()))
+            g = torch.where(only_gate, grads_st[n], g)
+        out[n] = g.abs() * w.pow(2)
+    ctx.notes["px"] = {"gate": gate, "gates_in_network": grads_st is not None,
+                       "gate_scored": {n: round(f, 6) for n, f in gate_scored.items() if f > 0}}
     return out
 
 
@@ -107,20 +135,20 @@ def _channels_last(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor) -> torch.Tensor:
+def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor, gate: str = "ratio") -> torch.Tensor:
     """z1 = J(x²) with A's gates (A: the real masked network on x, eval mode). No gradient flows through J."""
-    rec = GateRecorder()
+    rec = GateRecorder(model=ctx.model, gate=gate)
     with rec:
-        ctx.call(a_params, x)
-    rep = GateReplayer(rec.gates, batch_stats=True)
+        rec.check_output(ctx.call(a_params, rec.mark(x.view_as(x))))
+    rep = GateReplayer(rec.gates, batch_stats=True, model=ctx.model)
     with rep:
-        z1 = ctx.call(j_params, x.pow(2))
+        z1 = ctx.call(j_params, rep.mark(x.pow(2)))
     rep.finish()
     return z1
 
 
 @register_method("px", label="PX (Path eXclusion, CVPR 2024)",
-                 needs_data=True, default_rounds=100, options={"k_batch": "one"},
+                 needs_data=True, default_rounds=100, options={"k_batch": "one", "gate": "ratio"},
                  paper="Iurada et al., Finding Lottery Tickets in Vision Models via Data-driven Spectral Foresight "
                        "Pruning, CVPR 2024",
                  description="PX: path kernel (K, BatchNorm in eval mode: well-posed) x path activations (J)")
@@ -130,7 +158,7 @@ def px(ctx: ScoringContext) -> dict[str, torch.Tensor]:
 
 
 @register_method("px_official", label="PX as in the official code (batch-statistics variant)",
-                 needs_data=True, default_rounds=100, options={"k_batch": "full"},
+                 needs_data=True, default_rounds=100, options={"k_batch": "full", "gate": "ratio"},
                  paper="Iurada et al., CVPR 2024 (official code, commit ed6c40e)",
                  description="PX as the official code computes it (K with batch statistics: float32-noise dominated)")
 def px_official(ctx: ScoringContext) -> dict[str, torch.Tensor]:
