@@ -52,6 +52,9 @@ def register(subparsers) -> None:
                    help="PX option: K at batch 1 (fast, default for px) or at the data batch size (the official "
                         "code's arithmetic, default for px_official)")
     p.add_argument("--fail-on-collapse", action="store_true", help="exit with an error if a layer collapses")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="raw method: let rounds empty a layer or cut every path to a class (by default the guard "
+                        "keeps the best-scored weights that restore them, at the same sparsity)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     add_push_arguments(p)
     p.set_defaults(handler=run)
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         model, mine, method=info.name, sparsity=args.sparsity, rounds=args.rounds, scope=args.scope, seed=args.seed,
         schedule=args.schedule, targets=targets, fail_on_collapse=args.fail_on_collapse,
         progress=main and not args.quiet, batch_ids=ids, input_shape=tuple(batches[0][0].shape[1:]),
-        method_options=options)
+        method_options=options, guard=args.guard)
     record = {**result.record, "num_batches": len(batches), "data": split.to_record()}
     if main:
         if not args.quiet:
@@ -130,12 +133,24 @@ def run(args: argparse.Namespace) -> int:
         kept, total = result.mask.kept(), result.mask.total()
         print(f"ticket written to {folder}: kept {kept:,} of {total:,} prunable weights "
               f"(sparsity {1 - kept / total:.4f}) in {record['seconds']:.1f} s")
+        print(health_lines(record))
         if record["collapsed_layers"]:
             print(f"warning: layer collapse in {len(record['collapsed_layers'])} layer(s): "
                   f"{', '.join(record['collapsed_layers'])}", file=sys.stderr)
+        if record["health"]["dead_outputs"]:
+            print(f"warning: {len(record['health']['dead_outputs'])} output class(es) have no kept path from the "
+                  "input and can never be predicted", file=sys.stderr)
         maybe_push(args, folder)
     state.wait_for_everyone()
     return 0
+
+
+def health_lines(record: dict) -> str:
+    """The ticket-health summary and what the guard changed (px_hub.masking.health / .guard), from a record."""
+    from px_hub.masking import TicketHealth
+    from px_hub.masking.guard import describe_guard
+
+    return f"health: {TicketHealth.from_dict(record['health']).summary()}\nguard: {describe_guard(record.get('guard'))}"
 
 
 def density_table(mask) -> str:

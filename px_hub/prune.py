@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import DataError, InvalidArgumentError, LayerCollapseError, require_sparsity
-from .masking import Mask, PruneTargets, sparsity_schedule
-from .masking.targets import as_targets
+from .masking import Mask, PruneTargets, sparsity_schedule, ticket_health
+from .masking.guard import guard_round
+from .masking.targets import as_targets, classifier_module
 from .methods import ScoringContext, get_method
 
 
@@ -124,7 +125,9 @@ def prune(model: nn.Module, batches: Iterable | None, method: str = "px", sparsi
           progress: bool = True, **kwargs) -> Mask:
     """Prune ``model`` to ``sparsity`` (fraction of prunable weights REMOVED) with ``method``; returns the Mask.
     ``batches``: iterable of (inputs, labels), the class-balanced pruning split (this process's share under
-    torch.distributed). The model itself is not modified: apply the mask with ``mask.apply_(model)``."""
+    torch.distributed). The model itself is not modified: apply the mask with ``mask.apply_(model)``.
+    ``guard=True`` (default): no round may leave a layer empty or an output class without a path from the input
+    (see ``px_hub.masking.guard``); ``guard=False`` gives the raw method."""
     return prune_with_record(model, batches, method, sparsity, rounds, scope, seed, schedule, targets,
                              fail_on_collapse, progress, **kwargs).mask
 
@@ -134,7 +137,8 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                       schedule: str = "exponential", targets: PruneTargets | Iterable[str] | None = None,
                       fail_on_collapse: bool = False, progress: bool = True, *,
                       batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,
-                      initial_mask: Mask | None = None, method_options: dict | None = None) -> PruneResult:
+                      initial_mask: Mask | None = None, method_options: dict | None = None,
+                      guard: bool = True) -> PruneResult:
     s = require_sparsity(sparsity)
     if scope not in ("global", "local"):
         raise InvalidArgumentError(f"scope must be 'global' or 'local', got {scope!r}")
@@ -149,9 +153,12 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
         if rank == 0:
             warnings.warn(w, stacklevel=2)
     history: list[dict] = []
+    guarded: list[dict] = []
     t0 = time.perf_counter()
     with _eval_mode(model):
         params = tg.select(model)
+        head = classifier_module(model)
+        head_weight = f"{head[0]}.weight" if head and head[0] else ("weight" if head else None)
         mask = initial_mask if initial_mask is not None else Mask.ones(params)
         mask.validate(model)
         plan = sparsity_schedule(s, r_total, schedule)
@@ -161,14 +168,22 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             tr = time.perf_counter()
             ctx = _context(model, params, mask, bs, ids, shape, seed, r, options)
             scores = _round_scores(info, ctx)
-            mask = Mask.from_scores(scores, s_r, scope)
+            prev, mask = mask, Mask.from_scores(scores, s_r, scope)
+            change = None
+            if guard:
+                mask, change = guard_round(model, prev, mask, {k: v.cpu() for k, v in scores.items()}, shape,
+                                           head_weight)
+                if change is not None:
+                    guarded.append({"round": r, **change})
             if mask.kept() == 0:
                 raise LayerCollapseError(
                     f"{info.name} emptied the whole mask at round {r + 1} of {r_total} (its scores on the remaining "
                     "weights tie at the threshold, e.g. all zero); use fewer rounds, a lower sparsity or another method")
             history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
-                            "seconds": round(time.perf_counter() - tr, 4)})
+                            "seconds": round(time.perf_counter() - tr, 4),
+                            **({"guard": change} if change is not None else {})})
             bar.set_postfix(density=f"{mask.density():.4f}")
+        health = ticket_health(model, mask, shape)
     seconds = time.perf_counter() - t0
     collapsed = mask.check_collapse(fail=fail_on_collapse)
     record = {
@@ -188,6 +203,10 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                        "density": rw.density, "alive_outputs": rw.alive_outputs, "outputs": rw.outputs}
                       for rw in mask.report()],
         "collapsed_layers": collapsed,
+        "health": health.to_dict(),
+        "guard": {"enabled": bool(guard), "rounds_changed": len(guarded),
+                  "restored": sum(g["restored"] for g in guarded), "removed": sum(g["removed"] for g in guarded),
+                  "changes": guarded},
         "warnings": warns,
         "num_batches": len(bs) if world == 1 else None,
         "processes": world,

@@ -26,10 +26,11 @@ COMPARE_FIGURES = {"layer_density": "compare_layer_density.png", "alive_outputs"
 def compare_methods(model: nn.Module, batches: Sequence, methods: Sequence[str], sparsity: float, *,
                     rounds: int | None = None, seed: int = 0, ntk_samples: int = 20,
                     max_outputs: int | None = DEFAULT_MAX_OUTPUTS, targets=None, progress: bool = True,
-                    finetune: Callable[[str, nn.Module, object], dict] | None = None) -> dict:
+                    finetune: Callable[[str, nn.Module, object], dict] | None = None, guard: bool = True) -> dict:
     """Prune a copy of ``model`` with each of ``methods`` on the same ``batches`` (a list: every method sees the
     same pruning data). ``rounds=None`` uses each method's own default (PX/SynFlow 100, SNIP 1, ...).
-    ``finetune(method, pruned_model, mask) -> {"metric": value, ...}`` adds accuracy columns.
+    ``finetune(method, pruned_model, mask) -> {"metric": value, ...}`` adds accuracy columns. ``guard=False``: the
+    raw methods (see ``px_hub.prune``).
     Returns a JSON-able dict plus ``"_spectra"`` (for the plots) and ``"_masks"`` (method -> Mask); the caller's
     model is not modified."""
     from ..methods import get_method
@@ -52,12 +53,13 @@ def compare_methods(model: nn.Module, batches: Sequence, methods: Sequence[str],
     for name in methods:
         work = copy.deepcopy(model)
         res = prune_with_record(work, batches, method=name, sparsity=sparsity, rounds=rounds, seed=seed,
-                                targets=targets, progress=progress)
+                                targets=targets, progress=progress, guard=guard)
         res.mask.apply_(work)
-        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions")},
+        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions", "health")},
                  "pruning_seconds": res.record["seconds"], "rounds": res.record["rounds"],
                  "kept": res.mask.kept(), "total": res.mask.total(), "sparsity": res.mask.sparsity(),
-                 "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work)}
+                 "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work),
+                 "health": res.record["health"]}
         entry["alive_outputs"] = sum(r["alive_outputs"] for r in entry["layers"])
         entry["outputs"] = sum(r["outputs"] for r in entry["layers"])
         if dense is not None:
@@ -79,14 +81,19 @@ def comparison_table(summary: dict) -> str:
     methods = summary["methods"]
     metrics = sorted({k for e in methods.values() for k in (e.get("finetune") or {})
                       if isinstance((e.get("finetune") or {}).get(k), (int, float))})
-    head = ["method", "rounds", "sparsity", "collapsed layers", "alive outputs", "NTK trace / dense",
-            "NTK λmax / dense", "pruning s"] + metrics
-    lines = [f"Sparsity {summary['sparsity']}, seed {summary['seed']}.", "",
+    head = ["method", "rounds", "sparsity", "dead classes", "empty layers", "nearly empty", "guard restored",
+            "alive outputs", "NTK trace / dense", "NTK λmax / dense", "pruning s"] + metrics
+    lines = [f"Sparsity {summary['sparsity']}, seed {summary['seed']}. Dead classes: outputs no kept path reaches; "
+             "empty / nearly empty layers and the guard: see px_hub.masking.health and .guard.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in methods.items():
         cmp = e.get("ntk_vs_dense") or {}
+        h = e.get("health") or {}
+        guard = (e.get("record") or {}).get("guard") or {}
         cells = [name, str(e["rounds"]), f"{e['sparsity']:.4f}",
-                 str(sum(r["collapsed"] for r in e["layers"])),
+                 f"{len(h.get('dead_outputs', []))}/{h.get('outputs', '-')}" if h else "-",
+                 str(sum(r["collapsed"] for r in e["layers"])), str(len(h.get("nearly_empty_layers", []))),
+                 str(guard.get("restored", 0)) if guard.get("enabled") else "off",
                  f"{e['alive_outputs']}/{e['outputs']}",
                  _fmt(cmp.get("trace_ratio")), _fmt(cmp.get("top_eigenvalue_ratio")),
                  f"{e['pruning_seconds']:.2f}"] + [_fmt(e["finetune"].get(m)) for m in metrics]
