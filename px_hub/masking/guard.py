@@ -57,9 +57,14 @@ class _GuardState:
         self.restored_classes: list[int] = []
         self.restored = 0
         self.removed = 0
+        self._conn: Connectivity | None = None  # of the current masks; dropped whenever they change
+        self._conn_backward = False
 
     def conn(self, backward: bool = True) -> Connectivity:
-        return connectivity(self.model, Mask(self.masks), self.input_shape, backward=backward)
+        if self._conn is None or (backward and not self._conn_backward):
+            self._conn = connectivity(self.model, Mask(self.masks), self.input_shape, backward=backward)
+            self._conn_backward = backward
+        return self._conn
 
     def candidates(self, name: str) -> torch.Tensor:
         prev = self.prev.get(name)
@@ -70,6 +75,7 @@ class _GuardState:
         self.masks[name].view(-1)[flat_idx] = True
         self.protected[name].view(-1)[flat_idx] = True
         self.restored += 1
+        self._conn = None
 
     def fix_empty_layers(self) -> bool:
         changed = False
@@ -158,6 +164,7 @@ class _GuardState:
             left[k] -= 1
             done += 1
         self.removed += done
+        self._conn = None
 
     def broken(self) -> tuple[list[str], list[int]]:
         empty = [k for k, m in self.masks.items() if not bool(m.any())]
@@ -171,10 +178,12 @@ def guard_round(model: nn.Module, prev: Mapping[str, torch.Tensor], new: Mask, s
     ``scores``: the round's scores, CPU; ``head``: the classifier's weight name). Returns the mask and a record
     of what changed, or ``(new, None)`` when nothing needed restoring."""
     empty = [k for k in new if not bool(new[k].any())]
-    dead = torch.nonzero(~connectivity(model, new, input_shape, backward=False).outputs_reached).reshape(-1).tolist()
+    first = connectivity(model, new, input_shape, backward=False)
+    dead = torch.nonzero(~first.outputs_reached).reshape(-1).tolist()
     if not empty and not dead:
         return new, None
     st = _GuardState(model, prev, new, scores, input_shape, head)
+    st._conn = first
     record = {"empty_layers": empty, "dead_classes": dead}
     for _ in range(MAX_PASSES):
         before = st.restored
