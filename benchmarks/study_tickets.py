@@ -25,6 +25,13 @@ changes the result); a rerun skips finished runs. Chunk a long study with ``--on
         --out /tmp/study_smoke                                          # smoke test (minutes)
 
 Outputs: ``benchmarks/results/study_tickets.{md,json,png}`` (next to ``--out``).
+
+Size of the default plan: scratch 13 variants x 3 sparsities x 3 seeds + 3 dense = 120 runs; pretrained (6 methods +
+2 guarded) x 2 sparsities x 3 seeds + 3 dense = 51 runs. The scratch schedule (``--epochs``, default 12) is NOT
+calibrated: the issue asks for one schedule long enough that dense reaches >= 85 % top-1; check it first with
+``--regime scratch --only 'scratch-dense-*' --seeds 0`` and pick ``--epochs`` (changing it changes the config hash, so
+runs of another schedule are never mixed in). Pruning cost per run (100 rounds on the fixture-size split, quiet
+2-core CPU): px ~25 s, px_2024 ~2x px, single-shot methods seconds.
 """
 from __future__ import annotations
 

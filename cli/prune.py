@@ -150,7 +150,8 @@ def health_lines(record: dict) -> str:
     from px_hub.masking import TicketHealth
     from px_hub.masking.guard import describe_guard
 
-    return f"health: {TicketHealth.from_dict(record['health']).summary()}\nguard: {describe_guard(record.get('guard'))}"
+    health = TicketHealth.from_dict(record["health"]).summary()
+    return f"health: {health}\nguard: {describe_guard(record.get('guard'))}"
 
 
 def density_table(mask) -> str:
