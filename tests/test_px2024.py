@@ -12,7 +12,6 @@ from _launch import run_processes
 from safetensors.torch import load_file, save_file
 
 import px_hub
-from px_hub import Mask
 from px_hub.masking import ticket_health
 from px_hub.methods.context import call_with
 from px_hub.methods.views import GateRecorder, GateReplayer, Linearizer
