@@ -172,7 +172,7 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             change = None
             if guard:
                 mask, change = guard_round(model, prev, mask, {k: v.cpu() for k, v in scores.items()}, shape,
-                                           head_weight)
+                                           head_weight, scope)
                 if change is not None:
                     guarded.append({"round": r, **change})
             if mask.kept() == 0:

@@ -17,7 +17,8 @@ deterministic (ties: the lowest flat index; layers in network order; classes in 
    unreached inputs with its best-scored candidate whose input is reached (preferring one whose output reaches an
    output), then retry row c; failing that, keep the best-scored candidate of row c.
 3. **Give back.** Remove, from the weights kept and not restored in this round, the lowest-scored ones (never a
-   layer's last kept weight), as many as were restored.
+   layer's last kept weight), as many as were restored: over all layers (global scope), or in the layer of each
+   restored weight (local scope, so every layer keeps its density).
 4. Check again: if giving back broke the mask again, repeat 1-3 (restored weights stay protected), at most
    ``MAX_PASSES`` times; anything still broken is recorded as ``unresolved``.
 """
@@ -57,6 +58,7 @@ class _GuardState:
         self.restored_classes: list[int] = []
         self.restored = 0
         self.removed = 0
+        self.pending: dict[str, int] = {}  # restored per layer, not yet given back
         self._conn: Connectivity | None = None  # of the current masks; dropped whenever they change
         self._conn_backward = False
 
@@ -75,6 +77,7 @@ class _GuardState:
         self.masks[name].view(-1)[flat_idx] = True
         self.protected[name].view(-1)[flat_idx] = True
         self.restored += 1
+        self.pending[name] = self.pending.get(name, 0) + 1
         self._conn = None
 
     def fix_empty_layers(self) -> bool:
@@ -137,11 +140,19 @@ class _GuardState:
                 self.keep(name, pick)
                 self.restored_layers.append(name)
 
-    def give_back(self, n: int) -> None:
-        """Remove the ``n`` lowest-scored kept, unprotected weights, never a layer's last kept weight."""
+    def give_back(self, local: bool) -> None:
+        """Remove as many of the lowest-scored kept, unprotected weights as were restored, never a layer's last kept
+        weight: over all layers (global scope), or in each layer as many as it got back (local scope)."""
+        pending, self.pending = self.pending, {}
+        if local:
+            for name, n in pending.items():
+                self._give_back(n, [name])
+        else:
+            self._give_back(sum(pending.values()), list(self.masks))
+
+    def _give_back(self, n: int, names: list[str]) -> None:
         if n <= 0:
             return
-        names = list(self.masks)
         removable = [self.masks[k].reshape(-1) & ~self.protected[k].reshape(-1) for k in names]
         flat_scores = torch.cat([self.scores[k].reshape(-1).double() for k in names])
         flat_ok = torch.cat(removable)
@@ -173,9 +184,10 @@ class _GuardState:
 
 
 def guard_round(model: nn.Module, prev: Mapping[str, torch.Tensor], new: Mask, scores: Mapping[str, torch.Tensor],
-                input_shape: Sequence[int], head: str | None) -> tuple[Mask, dict | None]:
+                input_shape: Sequence[int], head: str | None, scope: str = "global") -> tuple[Mask, dict | None]:
     """Apply the guard (module docstring) to one round's mask ``new`` (``prev``: the mask the round started from;
-    ``scores``: the round's scores, CPU; ``head``: the classifier's weight name). Returns the mask and a record
+    ``scores``: the round's scores, CPU; ``head``: the classifier's weight name; ``scope="local"`` gives back in
+    the layer of each restored weight, keeping every layer's density). Returns the mask and a record
     of what changed, or ``(new, None)`` when nothing needed restoring."""
     empty = [k for k in new if not bool(new[k].any())]
     first = connectivity(model, new, input_shape, backward=False)
@@ -186,10 +198,9 @@ def guard_round(model: nn.Module, prev: Mapping[str, torch.Tensor], new: Mask, s
     st._conn = first
     record = {"empty_layers": empty, "dead_classes": dead}
     for _ in range(MAX_PASSES):
-        before = st.restored
         st.fix_empty_layers()
         st.fix_dead_classes()
-        st.give_back(st.restored - before)
+        st.give_back(local=scope == "local")
         empty_now, dead_now = st.broken()
         if not empty_now and not dead_now:
             break
