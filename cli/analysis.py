@@ -59,6 +59,10 @@ def _report(args) -> int:
                       max_outputs=args.max_outputs, dense=not args.no_dense, update_card=not args.no_card)
     print(f"sparsity {s['sparsity']:.4f}: {s['kept']}/{s['total']} weights kept, "
           f"{s['alive_outputs']}/{s['outputs']} output units alive")
+    from px_hub.masking import TicketHealth
+
+    if s.get("health"):
+        print(f"health: {TicketHealth.from_dict(s['health']).summary()}")
     for w in s["warnings"]:
         print(f"warning: collapsed layer {w}")
     ntk = s.get("ntk") or {}

@@ -75,6 +75,9 @@ def register(subparsers) -> None:
                         f"default: {DEFAULT_CHECKPOINT_SECONDS:g})")
     p.add_argument("--no-resume", action="store_true",
                    help="start from round 0 even if a checkpoint of the same run exists")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="raw method: let rounds empty a layer or cut every path to a class (by default the guard "
+                        "keeps the best-scored weights that restore them, at the same sparsity)")
     add_common_arguments(p)
     add_push_arguments(p)
     add_deprecated_alias(p, "--k", "examples_per_class", type=int)
@@ -118,7 +121,7 @@ def spec_from_args(args: argparse.Namespace):
         method=args.method, method_options={"k_batch": args.k_batch} if args.k_batch else {},
         sparsity=args.sparsity, rounds=args.rounds, schedule=args.schedule, scope=args.scope, seed=args.seed,
         targets=TargetsSpec(exclude_first=args.exclude_first, exclude_classifier=args.exclude_classifier,
-                            exclude=tuple(args.exclude)))
+                            exclude=tuple(args.exclude)), guard=args.guard)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,12 +189,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"ticket written to {folder}: kept {kept:,} of {total:,} prunable weights "
               f"(sparsity {1 - kept / total:.4f}) in {record['seconds']:.1f} s"
               + (f" (resumed at round {record['resumed_at_round']})" if "resumed_at_round" in record else ""))
+        print(health_lines(record))
         if record["collapsed_layers"]:
             log.warning("layer collapse in %d layer(s): %s", len(record["collapsed_layers"]),
                         ", ".join(record["collapsed_layers"]))
+        if record["health"]["dead_outputs"]:
+            log.warning("%d output class(es) have no kept path from the input and can never be predicted",
+                        len(record["health"]["dead_outputs"]))
         maybe_push(args, folder)
     state.wait_for_everyone()
     return 0
+
+
+def health_lines(record: dict) -> str:
+    """The ticket-health summary and what the guard changed (px_hub.masking.health / .guard), from a record."""
+    from px_hub.masking import TicketHealth
+    from px_hub.masking.guard import describe_guard
+
+    health = TicketHealth.from_dict(record["health"]).summary()
+    return f"health: {health}\nguard: {describe_guard(record.get('guard'))}"
 
 
 def density_table(mask) -> str:

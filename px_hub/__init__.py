@@ -10,7 +10,7 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-__all__ = ["Mask", "PruneTargets", "PruneResult", "PruneSpec", "PxHubError", "score", "prune", "prune_with_record",
+__all__ = ["Mask", "PruneTargets", "TicketHealth", "ticket_health", "PruneResult", "PruneSpec", "PxHubError", "score", "prune", "prune_with_record",
            "register_method", "get_method", "available_methods", "list_methods", "Ticket", "from_pretrained",
            "__version__"]
 
@@ -20,13 +20,14 @@ def _load() -> None:
     from . import _compat  # noqa: F401  (must run before anything imports torchvision)
     from . import models  # noqa: F401  (registers cifar_resnet20, cifar_vgg16_bn, tinyimagenet_resnet18 in timm)
     from .errors import PxHubError
-    from .masking import Mask, PruneTargets
+    from .masking import Mask, PruneTargets, TicketHealth, ticket_health
     from .methods import available_methods, get_method, list_methods, register_method
     from .prune import PruneResult, prune, prune_with_record, score
     from .hub.pretrained import Ticket
     from .spec import PruneSpec
 
-    globals().update(PxHubError=PxHubError, Mask=Mask, PruneTargets=PruneTargets,
+    globals().update(PxHubError=PxHubError, Mask=Mask, PruneTargets=PruneTargets, TicketHealth=TicketHealth,
+                     ticket_health=ticket_health,
                      available_methods=available_methods, get_method=get_method, list_methods=list_methods,
                      register_method=register_method, PruneResult=PruneResult, prune=prune,
                      prune_with_record=prune_with_record, score=score, PruneSpec=PruneSpec, Ticket=Ticket)

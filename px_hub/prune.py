@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import DataError, InvalidArgumentError, LayerCollapseError, require_sparsity
-from .masking import Mask, PruneTargets, sparsity_schedule
-from .masking.targets import as_targets
+from .masking import Mask, PruneTargets, sparsity_schedule, ticket_health
+from .masking.guard import guard_round
+from .masking.targets import as_targets, classifier_module
 from .methods import ScoringContext, get_method
 from .records import library_versions
 
@@ -132,7 +133,9 @@ def prune(model: nn.Module, batches: Iterable | None, method: str = "px", sparsi
           progress: bool = True, **kwargs) -> Mask:
     """Prune ``model`` to ``sparsity`` (fraction of prunable weights REMOVED) with ``method``; returns the Mask.
     ``batches``: iterable of (inputs, labels), the class-balanced pruning split (this process's share under
-    torch.distributed). The model itself is not modified: apply the mask with ``mask.apply_(model)``."""
+    torch.distributed). The model itself is not modified: apply the mask with ``mask.apply_(model)``.
+    ``guard=True`` (default): no round may leave a layer empty or an output class without a path from the input
+    (see ``px_hub.masking.guard``); ``guard=False`` gives the raw method."""
     return prune_with_record(model, batches, method, sparsity, rounds, scope, seed, schedule, targets,
                              fail_on_collapse, progress, **kwargs).mask
 
@@ -144,11 +147,13 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                       batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,
                       initial_mask: Mask | None = None, method_options: dict | None = None,
                       initial_round: int = 0, initial_history: Sequence[dict] | None = None,
-                      on_round: Callable[[int, Mask, list[dict]], None] | None = None) -> PruneResult:
+                      on_round: Callable[[int, Mask, list[dict]], None] | None = None,
+                      guard: bool = True) -> PruneResult:
     """:func:`prune`, returning the mask with a JSON-able record of how it was made and the per-round history.
     Resuming: ``initial_mask`` is the mask after ``initial_round`` completed rounds (``initial_history`` their
     history); the loop continues at round ``initial_round`` and ends with the mask an uninterrupted run makes.
-    ``on_round(rounds_done, mask, history)`` is called after every round (e.g. to write a checkpoint)."""
+    ``on_round(rounds_done, mask, history)`` is called after every round (e.g. to write a checkpoint).
+    ``guard``: see :func:`prune` and :mod:`px_hub.masking.guard`."""
     s = require_sparsity(sparsity)
     if scope not in ("global", "local"):
         raise InvalidArgumentError(f"scope must be 'global' or 'local', got {scope!r}")
@@ -166,9 +171,12 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
     if not 0 <= initial_round < r_total or (initial_round and initial_mask is None):
         raise InvalidArgumentError(f"initial_round must be in [0, {r_total}) and come with initial_mask")
     notes: dict = {}
+    guarded: list[dict] = [{"round": h["round"], **h["guard"]} for h in history if "guard" in h]
     t0 = time.perf_counter()
     with _eval_mode(model):
         params = tg.select(model)
+        head = classifier_module(model)
+        head_weight = f"{head[0]}.weight" if head and head[0] else ("weight" if head else None)
         mask = initial_mask if initial_mask is not None else Mask.ones(params)
         mask.validate(model)
         plan = sparsity_schedule(s, r_total, schedule)
@@ -179,16 +187,24 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             ctx = _context(model, params, mask, bs, ids, shape, seed, r, options)
             scores = _round_scores(info, ctx)
             notes = ctx.notes
-            mask = Mask.from_scores(scores, s_r, scope)
+            prev, mask = mask, Mask.from_scores(scores, s_r, scope)
+            change = None
+            if guard:
+                mask, change = guard_round(model, prev, mask, {k: v.cpu() for k, v in scores.items()}, shape,
+                                           head_weight, scope)
+                if change is not None:
+                    guarded.append({"round": r, **change})
             if mask.kept() == 0:
                 raise LayerCollapseError(
                     f"{info.name} emptied the whole mask at round {r + 1} of {r_total} (its scores on the remaining "
                     "weights tie at the threshold, e.g. all zero); use fewer rounds, a lower sparsity or another method")
             history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
-                            "seconds": round(time.perf_counter() - tr, 4)})
+                            "seconds": round(time.perf_counter() - tr, 4),
+                            **({"guard": change} if change is not None else {})})
             bar.set_postfix(density=f"{mask.density():.4f}")
             if on_round is not None:
                 on_round(r + 1, mask, history)
+        health = ticket_health(model, mask, shape)
     seconds = time.perf_counter() - t0
     collapsed = mask.check_collapse(fail=fail_on_collapse)
     record = {
@@ -208,6 +224,10 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
                        "density": rw.density, "alive_outputs": rw.alive_outputs, "outputs": rw.outputs}
                       for rw in mask.report()],
         "collapsed_layers": collapsed,
+        "health": health.to_dict(),
+        "guard": {"enabled": bool(guard), "rounds_changed": len(guarded),
+                  "restored": sum(g["restored"] for g in guarded), "removed": sum(g["removed"] for g in guarded),
+                  "changes": guarded},
         "warnings": warns,
         "method_notes": notes,  # what the method reported in its last round (PX: gate-scored layers)
         "num_batches": len(bs) if world == 1 else None,

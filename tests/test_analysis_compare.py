@@ -57,7 +57,9 @@ def test_compare_resnet20_three_methods(tmp_path, capsys):
             assert cells[2 + col] == f"{100 * r['density']:.2f} ({r['alive_outputs']}/{r['outputs']})"
         ratio = entry["ntk_vs_dense"]
         assert 0 < ratio["trace_ratio"] < 1 and 0 < ratio["top_eigenvalue_ratio"] < 1
-        assert re.search(rf"\| {method} \| 2 \| 0\.9000 \| \d+ \| {entry['alive_outputs']}/{entry['outputs']} \|",
+        h = entry["health"]  # dead classes, empty, nearly empty layers, guard restored, alive outputs
+        assert re.search(rf"\| {method} \| 2 \| 0\.9000 \| {len(h['dead_outputs'])}/10 \| {len(h['empty_layers'])} \| "
+                         rf"{len(h['nearly_empty_layers'])} \| \d+ \| {entry['alive_outputs']}/{entry['outputs']} \|",
                          table)
     assert data["ntk"]["dense"]["samples"] == 3 and len(data["ntk"]["dense"]["eigenvalues"]) == 15
 

@@ -56,10 +56,11 @@ def compare_methods(prepared, methods: Sequence[str], *, rounds: int | None = No
         work = copy.deepcopy(model)
         res = pipeline.run(spec, prepared=dataclasses.replace(prepared, model=work, spec=spec), progress=progress)
         res.mask.apply_(work)
-        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions", "data")},
+        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions", "data", "health")},
                  "pruning_seconds": res.record["seconds"], "rounds": res.record["rounds"],
                  "kept": res.mask.kept(), "total": res.mask.total(), "sparsity": res.mask.sparsity(),
-                 "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work)}
+                 "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work),
+                 "health": res.record["health"]}
         entry["alive_outputs"] = sum(r["alive_outputs"] for r in entry["layers"])
         entry["outputs"] = sum(r["outputs"] for r in entry["layers"])
         if dense is not None:
@@ -81,14 +82,19 @@ def comparison_table(summary: dict) -> str:
     methods = summary["methods"]
     metrics = sorted({k for e in methods.values() for k in (e.get("finetune") or {})
                       if isinstance((e.get("finetune") or {}).get(k), (int, float))})
-    head = ["method", "rounds", "sparsity", "collapsed layers", "alive outputs", "NTK trace / dense",
-            "NTK λmax / dense", "pruning s"] + metrics
-    lines = [f"Sparsity {summary['sparsity']}, seed {summary['seed']}.", "",
+    head = ["method", "rounds", "sparsity", "dead classes", "empty layers", "nearly empty", "guard restored",
+            "alive outputs", "NTK trace / dense", "NTK λmax / dense", "pruning s"] + metrics
+    lines = [f"Sparsity {summary['sparsity']}, seed {summary['seed']}. Dead classes: outputs no kept path reaches; "
+             "empty / nearly empty layers and the guard: see px_hub.masking.health and .guard.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in methods.items():
         cmp = e.get("ntk_vs_dense") or {}
+        h = e.get("health") or {}
+        guard = (e.get("record") or {}).get("guard") or {}
         cells = [name, str(e["rounds"]), f"{e['sparsity']:.4f}",
-                 str(sum(r["collapsed"] for r in e["layers"])),
+                 f"{len(h.get('dead_outputs', []))}/{h.get('outputs', '-')}" if h else "-",
+                 str(sum(r["collapsed"] for r in e["layers"])), str(len(h.get("nearly_empty_layers", []))),
+                 str(guard.get("restored", 0)) if guard.get("enabled") else "off",
                  f"{e['alive_outputs']}/{e['outputs']}",
                  _fmt(cmp.get("trace_ratio")), _fmt(cmp.get("top_eigenvalue_ratio")),
                  f"{e['pruning_seconds']:.2f}"] + [_fmt(e["finetune"].get(m)) for m in metrics]

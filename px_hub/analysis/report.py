@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError, InvalidArgumentError
-from ..masking import Mask
+from ..masking import Mask, ticket_health
 from ..records import to_jsonable
 from . import plots
 from .layers import collapse_warnings, layer_rows
@@ -43,19 +43,26 @@ def take_inputs(batches: Iterable, n: int) -> torch.Tensor:
 
 
 def analyze(model: nn.Module, mask: Mask, inputs: torch.Tensor | None = None, dense_model: nn.Module | None = None,
-            max_outputs: int | None = DEFAULT_MAX_OUTPUTS) -> dict:
+            max_outputs: int | None = DEFAULT_MAX_OUTPUTS, input_shape=None) -> dict:
     """Everything the report shows, as a JSON-able dict (plus ``"_spectra"``: label -> NTKSpectrum, for plots).
 
     ``model`` is evaluated at its weights ⊙ ``mask``; ``dense_model`` (same architecture, unpruned weights) gives
-    the reference spectrum. Without ``inputs`` the NTK part is skipped."""
+    the reference spectrum. Without ``inputs`` the NTK part is skipped. ``health`` is
+    :func:`px_hub.masking.ticket_health` at ``input_shape`` (default: the inputs', else the model's timm config;
+    None when neither is known)."""
     mask.validate(model)
+    if input_shape is None and inputs is not None:
+        input_shape = tuple(inputs.shape[1:])
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    known = input_shape is not None or bool(cfg.get("input_size"))
+    health = ticket_health(model, mask, input_shape).to_dict() if known else None
     rows = layer_rows(mask, model)
     warnings = collapse_warnings(mask, model)
     out: dict = {"format": ANALYSIS_FORMAT, "version": ANALYSIS_VERSION,
                  "sparsity": mask.sparsity(), "density": mask.density(), "kept": mask.kept(), "total": mask.total(),
                  "alive_outputs": sum(r["alive_outputs"] for r in rows), "outputs": sum(r["outputs"] for r in rows),
                  "layers": rows, "collapsed_layers": [r["parameter"] for r in rows if r["collapsed"]],
-                 "warnings": warnings}
+                 "warnings": warnings, "health": health}
     spectra: dict[str, NTKSpectrum] = {}
     if inputs is not None:
         pruned = ntk_spectrum(model, inputs, mask=mask, max_outputs=max_outputs)
@@ -202,7 +209,8 @@ def report_ticket(ticket: str | os.PathLike, out_dir: str | os.PathLike | None =
     inputs, data_info = (pruning_inputs(px_config, model, data_config, data, samples) if samples else (None, {}))
     dense_model, note = (dense_reference(model, mask, px_config) if dense and samples
                          else (None, "dense reference skipped"))
-    summary = analyze(model, mask, inputs, dense_model=dense_model, max_outputs=max_outputs)
+    summary = analyze(model, mask, inputs, dense_model=dense_model, max_outputs=max_outputs,
+                      input_shape=data_config.get("input_size"))
     summary["ticket"] = {"path": str(folder), "source": str(ticket), "method": px_config.get("method"),
                          "mask_sha256": mask.sha256()}
     summary["ntk_data"] = data_info

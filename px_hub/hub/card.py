@@ -85,6 +85,7 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
                 for r in mask.report()],
         n_layers=len(mask),
         collapsed=mask.collapsed_layers(),
+        health_lines=health_lines(px, mask),
         weights_sha256=_dict(px.get("ticket")).get("weights_sha256", ""),
         px_hub_version=_dict(px.get("versions")).get("px-hub", ""),
     )
@@ -208,6 +209,30 @@ def describe_px_config(px: dict, config: dict | None = None) -> list[str]:
     versions = _dict(px.get("versions") or px.get("library_versions"))
     if versions:
         lines.append("Library versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    return lines
+
+
+def health_lines(px: dict, mask: Mask) -> list[str]:
+    """The card's "Ticket health" section: px_config's ``health`` (dead outputs need the model, so they are
+    computed when the ticket is pruned, see px_hub.masking.health) and what the guard did."""
+    from ..masking import TicketHealth
+    from ..masking.guard import describe_guard
+
+    rec = _dict(px.get("health"))
+    if not rec:
+        empty = mask.collapsed_layers()
+        return [f"Empty layers: {len(empty)}" + (f" ({', '.join(f'`{e}`' for e in empty)})." if empty else "."),
+                "Reachability of the outputs was not recorded for this ticket."]
+    h = TicketHealth.from_dict(rec)
+    alive = h.outputs - len(h.dead_outputs)
+    lines = [f"Outputs reachable from the input: {alive} of {h.outputs}"
+             + (f"; **dead** (no kept path, never predicted): {', '.join(map(str, h.dead_outputs))}."
+                if h.dead_outputs else ".")]
+    for label, names in (("Empty layers", h.empty_layers), ("Nearly empty layers", h.nearly_empty_layers),
+                         ("Cut-off layers (kept weights on no input-to-output path)", h.cut_off_layers)):
+        lines.append(f"{label}: {len(names)}" + (f" ({', '.join(f'`{n}`' for n in names)})." if names else "."))
+    if px.get("guard"):
+        lines.append(f"Guard: {describe_guard(px['guard'])}.")
     return lines
 
 

@@ -116,7 +116,8 @@ class Mask(Mapping[str, torch.Tensor]):
         return rows
 
     def collapsed_layers(self) -> list[str]:
-        """Layers with no weight left, or whose every output unit is dead."""
+        """Layers with no weight left (then no output unit has a weight either): the mask-only part of ticket
+        health, ``TicketHealth.empty_layers``; dead classes need the model (``px_hub.masking.ticket_health``)."""
         return [r.name for r in self.report() if r.collapsed]
 
     def check_collapse(self, fail: bool = False) -> list[str]:

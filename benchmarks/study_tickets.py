@@ -1,0 +1,348 @@
+"""Tickets study (issue 9): which pruning method, and which PX variant, gives tickets that train best? (offline, CPU)
+
+Two regimes, each run = prune once, then train with one fixed schedule, then evaluate on the test split:
+
+- **scratch** (the paper's CIFAR setting, on animal-mnist): ResNet-20 at a random init (seed = run seed), 32 px,
+  pruned on a class-balanced split (k=10 per class, one batch of 100) with each method at each sparsity, then
+  trained from scratch on all of animal-mnist (8,000 train / 2,000 test) with the ``animal_mnist_resnet20`` recipe
+  (SGD 0.1, momentum 0.9, wd 1e-4, pad-4 crop + flip) for ``--epochs`` epochs (lr x0.1 at 50 % and 75 %).
+- **pretrained** (the paper's transfer setting): the built-in EfficientNet-Lite0 (ImageNet weights; a new 10-class
+  head drawn with the run seed), pruned on animal-mnist at ``--pt-size`` px (the PX scores use its pretrained
+  BatchNorm statistics), then fine-tuned on a ``--pt-train-subset`` subset (evaluated on ``--pt-val-subset``).
+
+PX variants (``px``, ``px_official``, ``px_2024``) run raw (``guard=False``) *and* guarded (``+guard``); the
+baselines run raw, as published. Every run also records the ticket's health (dead classes, empty / nearly empty
+layers; px_hub.masking.health), the guard's changes and the pruning time. Dense networks give the reference.
+
+Resumable: every run writes ``<out>/runs/<regime>/<key>-<config hash>.json`` (the hash covers every setting that
+changes the result); a rerun skips finished runs. Chunk a long study with ``--only`` (glob on the run key, e.g.
+``'scratch-px*'``) and ``--max-runs N`` (stop after N new runs); the tables and plot are rewritten after each run.
+
+    .venv/bin/python benchmarks/study_tickets.py                        # the full study (hours; resumable)
+    .venv/bin/python benchmarks/study_tickets.py --regime scratch --max-runs 10     # one chunk
+    .venv/bin/python benchmarks/study_tickets.py --report-only          # tables + plot from the finished runs
+    .venv/bin/python benchmarks/study_tickets.py --epochs 1 --train-subset 256 --rounds 2 --seeds 0 \\
+        --out /tmp/study_smoke                                          # smoke test (minutes)
+
+Outputs: ``benchmarks/results/study_tickets.{md,json,png}`` (next to ``--out``).
+
+Size of the default plan: scratch 13 variants x 3 sparsities x 3 seeds + 3 dense = 120 runs; pretrained (6 methods +
+2 guarded) x 2 sparsities x 3 seeds + 3 dense = 51 runs. The scratch schedule (``--epochs``, default 12) is NOT
+calibrated: the issue asks for one schedule long enough that dense reaches >= 85 % top-1; check it first with
+``--regime scratch --only 'scratch-dense-*' --seeds 0`` and pick ``--epochs`` (changing it changes the config hash, so
+runs of another schedule are never mixed in). Pruning cost per run (100 rounds on the fixture-size split, quiet
+2-core CPU): px ~25 s, px_2024 ~2x px, single-shot methods seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import px_hub  # noqa: E402  (torchvision fix, timm registrations)
+import torch  # noqa: E402
+
+from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches  # noqa: E402
+from px_hub.finetune import finetune, load_recipe  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PX_VARIANTS = ("px", "px_official", "px_2024")
+SCRATCH_METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntk_sap", *PX_VARIANTS]
+PRETRAINED_METHODS = ["px", "px_2024", "magnitude", "snip", "synflow", "random"]
+PRETRAINED_MODEL = "builtin:efficientnet_lite0"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--regime", choices=("all", "scratch", "pretrained"), default="all")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--guarded", nargs="+", default=list(PX_VARIANTS),
+                   help="methods that also run with the guard (as METHOD+guard); the others run raw only")
+    p.add_argument("--rounds", type=int, default=100,
+                   help="rounds of the iterative methods (px variants, synflow, synflow_l2, ntk_sap); paper: 100")
+    p.add_argument("--k", type=int, default=10, help="pruning split: examples per class (paper: 10)")
+    p.add_argument("--no-dense", dest="dense", action="store_false", help="skip the dense reference runs")
+    # scratch regime
+    p.add_argument("--methods", nargs="+", default=SCRATCH_METHODS)
+    p.add_argument("--sparsities", nargs="+", type=float, default=[0.893, 0.956, 0.982])
+    p.add_argument("--epochs", type=int, default=12, help="scratch schedule (lr x0.1 at 50 %% and 75 %%)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--train-subset", type=int, default=None, help="train examples (default: all 8,000)")
+    p.add_argument("--val-subset", type=int, default=None, help="test examples (default: all 2,000)")
+    # pretrained regime
+    p.add_argument("--pt-methods", nargs="+", default=PRETRAINED_METHODS)
+    p.add_argument("--pt-sparsities", nargs="+", type=float, default=[0.9, 0.956])
+    p.add_argument("--pt-size", type=int, default=64, help="input size of the pretrained regime (px)")
+    p.add_argument("--pt-epochs", type=int, default=3)
+    p.add_argument("--pt-lr", type=float, default=0.01)
+    p.add_argument("--pt-batch-size", type=int, default=64)
+    p.add_argument("--pt-train-subset", type=int, default=2000)
+    p.add_argument("--pt-val-subset", type=int, default=1000)
+    # running
+    p.add_argument("--only", default="*", help="glob on run keys (e.g. 'scratch-px_2024*'); others are skipped")
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (chunking)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the tables and plot")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=HERE / "results" / "study_tickets")
+    return p.parse_args(argv)
+
+
+# -- plan ------------------------------------------------------------------------------------------------------------
+
+def regime_settings(a, regime: str) -> dict:
+    """Everything that changes a run's result, per regime (hashed into the run's file name)."""
+    common = {"rounds": a.rounds, "k": a.k, "torch": torch.__version__.split("+")[0],
+              "px_hub": px_hub.__version__}
+    if regime == "scratch":
+        return {**common, "model": "cifar_resnet20", "pretrained": False, "size": 32, "epochs": a.epochs,
+                "batch_size": a.batch_size, "lr": a.lr, "train_subset": a.train_subset, "val_subset": a.val_subset}
+    return {**common, "model": PRETRAINED_MODEL, "pretrained": True, "size": a.pt_size, "epochs": a.pt_epochs,
+            "batch_size": a.pt_batch_size, "lr": a.pt_lr, "train_subset": a.pt_train_subset,
+            "val_subset": a.pt_val_subset}
+
+
+def variants(methods, guarded) -> list[tuple[str, bool]]:
+    out = []
+    for m in methods:
+        out.append((m, False))
+        if m in guarded:
+            out.append((m, True))
+    return out
+
+
+def plan(a) -> list[dict]:
+    regimes = ["scratch", "pretrained"] if a.regime == "all" else [a.regime]
+    runs = []
+    for regime in regimes:
+        methods, sparsities = ((a.methods, a.sparsities) if regime == "scratch" else (a.pt_methods, a.pt_sparsities))
+        settings = regime_settings(a, regime)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        for seed in a.seeds:  # seed-major: a partial study still compares every method
+            cells = [(m, g, s) for s in sparsities for m, g in variants(methods, a.guarded)]
+            if a.dense:
+                cells.insert(0, ("dense", False, 0.0))
+            for m, g, s in cells:
+                name = m + ("+guard" if g else "")
+                key = f"{regime}-{name}-s{s}-seed{seed}"
+                runs.append({"regime": regime, "method": m, "guard": g, "variant": name, "sparsity": s, "seed": seed,
+                             "key": key, "file": a.out / "runs" / regime / f"{key}-{digest}.json",
+                             "settings": settings})
+    return [r for r in runs if fnmatch.fnmatch(r["key"], a.only)]
+
+
+# -- one run ---------------------------------------------------------------------------------------------------------
+
+def _recipe(a, run: dict):
+    st = run["settings"]
+    e = st["epochs"]
+    milestones = sorted({max(1, e // 2), max(1, (3 * e) // 4)}) if e > 1 else []
+    over = [f"train.epochs={e}", f"train.batch_size={st['batch_size']}", f"optim.lr={st['lr']}",
+            f"optim.milestones=[{','.join(map(str, milestones))}]", "train.checkpoint_every=0",
+            f"train.seed={run['seed']}", f"augment.input_size={st['size']}"]
+    if st["train_subset"]:
+        over.append(f"data.train_subset={st['train_subset']}")
+    if st["val_subset"]:
+        over.append(f"data.val_subset={st['val_subset']}")
+    if run["regime"] == "pretrained":
+        over += [f"model.name={PRETRAINED_MODEL}", "model.pretrained=true", "augment.crop_pct=1.0"]
+    return load_recipe("animal_mnist_resnet20", over)
+
+
+def _model(run: dict):
+    from px_hub.backbones import load_backbone
+
+    st = run["settings"]
+    torch.manual_seed(run["seed"])
+    loaded = load_backbone(st["model"], num_classes=10, pretrained=st["pretrained"], seed=run["seed"])
+    cfg = dict(loaded.data_config, input_size=(3, st["size"], st["size"]), crop_pct=1.0)
+    return loaded.model, cfg
+
+
+def run_one(a, run: dict, train) -> dict:
+    model, data_config = _model(run)
+    row = {k: run[k] for k in ("regime", "method", "guard", "variant", "sparsity", "seed", "key")}
+    row["settings"] = run["settings"]
+    mask = None
+    if run["method"] != "dense":
+        split = PruningSplit.create(train, k=a.k, seed=run["seed"])
+        batches = make_batches(train, split.indices, eval_transform(data_config), batch_size=100, progress=False)
+        rounds = a.rounds if px_hub.get_method(run["method"]).iterative else None
+        t0 = time.perf_counter()
+        res = px_hub.prune_with_record(copy.deepcopy(model), batches, method=run["method"], sparsity=run["sparsity"],
+                                       rounds=rounds, seed=run["seed"], progress=False, guard=run["guard"])
+        mask = res.mask
+        h, g = res.record["health"], res.record["guard"]
+        row.update(prune_seconds=round(time.perf_counter() - t0, 2), rounds=res.record["rounds"],
+                   achieved_sparsity=round(mask.sparsity(), 6), dead_classes=len(h["dead_outputs"]),
+                   empty_layers=len(h["empty_layers"]), nearly_empty_layers=len(h["nearly_empty_layers"]),
+                   cut_off_layers=len(h["cut_off_layers"]), kept_on_path=h["kept_on_path"], kept=mask.kept(),
+                   guard_restored=g["restored"], guard_rounds=g["rounds_changed"], mask_sha256=mask.sha256())
+    t1 = time.perf_counter()
+    work = run["file"].parent / f"{run['key']}-work"
+    out = finetune(_recipe(a, run), model=model, mask=mask, output_dir=work, overwrite=True, resume=False,
+                   progress=False)
+    if mask is not None:  # the trained weights kept their zeros
+        sd = out.model.state_dict()
+        row["nonzero_pruned"] = int(sum(int((sd[k][~m] != 0).sum()) for k, m in mask.items()))
+    row.update(top1=out.metrics["top_1_accuracy"], top5=out.metrics.get("top_5_accuracy"),
+               train_seconds=round(time.perf_counter() - t1, 1), history=out.history)
+    shutil.rmtree(work, ignore_errors=True)  # keep the record, not the weights
+    return row
+
+
+# -- report ----------------------------------------------------------------------------------------------------------
+
+def _ms(v: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{scale * v[0]:.{digits}f}"
+    return f"{scale * statistics.mean(v):.{digits}f} ± {scale * statistics.stdev(v):.{digits}f}"
+
+
+def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    g: dict[tuple, list[dict]] = {}
+    for r in rows:
+        g.setdefault((r["regime"], r["sparsity"], r["variant"]), []).append(r)
+    return g
+
+
+def summarize(rows: list[dict], a, planned: int) -> str:
+    groups = _groups(rows)
+    lines = [f"# Tickets study ({len(rows)} of {planned} planned runs done"
+             f"{'' if len(rows) >= planned else ': PARTIAL'})", "",
+             f"Command: `.venv/bin/python benchmarks/study_tickets.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
+    for regime in ("scratch", "pretrained"):
+        rr = [r for r in rows if r["regime"] == regime]
+        if not rr:
+            continue
+        st = rr[0]["settings"]
+        if regime == "scratch":
+            lines.append(f"## Scratch: ResNet-20 (random init) on animal-mnist, {st['size']} px")
+        else:
+            lines.append(f"## Pretrained: EfficientNet-Lite0 (ImageNet) on animal-mnist, {st['size']} px")
+        decay = " (x0.1 at 50 % and 75 % of the epochs)" if st["epochs"] > 1 else ""
+        lines += ["", f"Schedule: {st['epochs']} epoch(s), batch {st['batch_size']}, SGD lr {st['lr']}{decay}, "
+                      f"momentum 0.9, wd 1e-4, pad-4 crop + flip; train "
+                      f"{st['train_subset'] or 'all 8,000'} / test {st['val_subset'] or 'all 2,000'} examples; "
+                      f"pruning split k={st['k']}/class; {st['rounds']} rounds for iterative methods. `+guard`: the "
+                      "ticket-health guard on; otherwise the raw method. Dead classes / empty layers: mean per run.",
+                  "", "| sparsity | method | runs | top-1 % (mean ± sd) | top-5 % | dead classes | empty layers | "
+                      "nearly empty | guard restored | prune s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        keys = sorted((k for k in groups if k[0] == regime),
+                      key=lambda k: (k[1], -statistics.mean(r["top1"] for r in groups[k])))
+        for k in keys:
+            g = groups[k]
+
+            def mean(field, g=g):
+                v = [r[field] for r in g if r.get(field) is not None]
+                return f"{statistics.mean(v):.1f}" if v else "-"
+
+            lines.append(f"| {k[1] if k[2] != 'dense' else 'dense'} | {k[2]} | {len(g)} | "
+                         f"{_ms([r['top1'] for r in g])} | {_ms([r['top5'] for r in g if r.get('top5') is not None])} "
+                         f"| {mean('dead_classes')} | {mean('empty_layers')} | {mean('nearly_empty_layers')} | "
+                         f"{mean('guard_restored')} | {mean('prune_seconds')} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = [r for r in ("scratch", "pretrained") if any(x["regime"] == r for x in rows)]
+    if not regimes:
+        return
+    fig, axes = plt.subplots(1, len(regimes), figsize=(6.5 * len(regimes), 4.6), squeeze=False)
+    groups = _groups(rows)
+    for ax, regime in zip(axes[0], regimes):
+        names = sorted({k[2] for k in groups if k[0] == regime and k[2] != "dense"})
+        for i, name in enumerate(names):
+            sp = sorted(k[1] for k in groups if k[0] == regime and k[2] == name)
+            vals = [[r["top1"] for r in groups[(regime, s, name)]] for s in sp]
+            mean = [100 * statistics.mean(v) for v in vals]
+            sd = [100 * statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
+            ax.errorbar([100 * s + 0.08 * (i - len(names) / 2) for s in sp], mean, yerr=sd, marker="o", ms=4,
+                        capsize=3, lw=1.2, ls="--" if name.endswith("+guard") else "-", label=name)
+        dense = [r["top1"] for r in rows if r["regime"] == regime and r["method"] == "dense"]
+        if dense:
+            m = 100 * statistics.mean(dense)
+            ax.axhline(m, color="k", lw=1, ls=":", label=f"dense ({m:.1f})")
+        title = "ResNet-20 from scratch" if regime == "scratch" else "EfficientNet-Lite0 fine-tuned"
+        ax.set_title(f"{title}, animal-mnist (mean ± sd over seeds)", fontsize=10)
+        ax.set_xlabel("sparsity %")
+        ax.set_ylabel("top-1 %")
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(a, planned: int) -> list[dict]:
+    rows = []
+    for f in sorted((a.out / "runs").glob("*/*.json")):
+        r = json.loads(f.read_text())
+        if any(p["key"] == r["key"] and p["file"] == f for p in plan_all(a)):
+            rows.append(r)
+    base = a.out.parent / a.out.name
+    Path(f"{base}.md").write_text(summarize(rows, a, planned))
+    Path(f"{base}.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "history"} for r in rows],
+                                               indent=1) + "\n")
+    plot(rows, Path(f"{base}.png"))
+    return rows
+
+
+def plan_all(a) -> list[dict]:
+    """The whole plan of these settings (ignoring --only), for the report."""
+    return plan(argparse.Namespace(**{**vars(a), "only": "*"}))
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    todo = plan(a)
+    planned = len(plan_all(a))
+    if a.report_only:
+        rows = write_outputs(a, planned)
+        print(f"{len(rows)} runs summarised in {a.out.parent / a.out.name}.md")
+        return 0
+    train = load_image_dataset("animal-mnist", "train")
+    t0, new = time.time(), 0
+    for i, run in enumerate(todo):
+        if run["file"].exists():
+            continue
+        if a.max_runs is not None and new >= a.max_runs:
+            print(f"stopping after {new} new runs (--max-runs); rerun to continue", flush=True)
+            break
+        run["file"].parent.mkdir(parents=True, exist_ok=True)
+        row = run_one(a, run, train)
+        tmp = run["file"].with_suffix(".tmp")
+        tmp.write_text(json.dumps(row, indent=1) + "\n")
+        os.replace(tmp, run["file"])
+        new += 1
+        print(f"[{i + 1}/{len(todo)} {time.time() - t0:.0f}s] {run['key']}: top1={row['top1']:.4f}"
+              + (f" dead={row['dead_classes']} empty={row['empty_layers']} prune={row['prune_seconds']}s"
+                 if "dead_classes" in row else ""), flush=True)
+        write_outputs(a, planned)
+    rows = write_outputs(a, planned)
+    print(f"{len(rows)} of {planned} runs done; wrote {a.out.parent / a.out.name}.{{md,json,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""PX as the official code first published it (iurada/px-ntk-pruning, commit 82ce2bf, April 2024), most likely
+the code behind the paper's numbers. Defined in ``px-reference/README.md``, "PX as first published (px2024)".
+
+One round, per pruning batch x (every BatchNorm normalises with the batch's own statistics in both views; the
+model's running buffers are never read nor updated):
+  z1 = J(x): the network's own logits with weights θ ⊙ m (the release's J replays A's gates on A's own weights,
+       so J *is* the real network; its attempt to set J's weights to the mask has no effect). No gradient.
+  z2 = K(x): every Conv/Linear weight, the classifier's included, is the leaf ψ = (θ ⊙ m)²; Conv/Linear biases
+       squared; BatchNorm γ, β unchanged; activations the identity; gradient through K's batch statistics.
+  R  = Σ_batches Σ_{n,c} z1[n,c] · z2[n,c].
+Score s_i = |∂R/∂ψ_i · ψ_i · θ_i · θ_i²| = |θ_i|⁵ · |∂R/∂ψ_i| (no normalisation; the release's product, in its
+order). Because J and K both depend on how samples are grouped into batches, the per-batch gradients are summed
+(float64) and then summed across processes, as ``px``'s ``k_batch="full"`` path does.
+
+Cost per batch: one train-mode forward (J) and one forward+backward (K) at the batch size, in the default memory
+layout: the release's arithmetic. Rounding matters here. K's gradient passes through batch statistics, which cancel:
+on the reference fixture, K in channels_last moves the round-1 scores of one layer by 1.2e-3 of its maximum (the
+default layout: 2e-4; float64: 6e-4), and 100 rounds amplify rounding: with only J in channels_last (round 1 within
+4e-4) the final mask kept 591 weights in stage 1, against 1,108 in the default layout and 998-1,342 for the
+release's own rounding-only variants.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..masking.targets import weighted_modules
+from .context import ScoringContext
+from .registry import register_method
+from .views import BatchStats, Linearizer
+
+
+def _k_params(ctx: ScoringContext) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """K's overrides (ψ = (θ ⊙ m)² for every Conv/Linear weight, b² for their biases) and the target leaves."""
+    k, leaves = {}, {}
+    for name, mod in weighted_modules(ctx.model):
+        wname = f"{name}.weight" if name else "weight"
+        w = ctx.masked(wname) if wname in ctx.targets else mod.weight
+        psi = w.detach().pow(2)
+        if wname in ctx.targets:
+            psi.requires_grad_(True)
+            leaves[wname] = psi
+        k[wname] = psi
+        if getattr(mod, "bias", None) is not None:
+            k[f"{name}.bias" if name else "bias"] = mod.bias.detach().pow(2)
+    return k, leaves
+
+
+def _j_params(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+    return {n: ctx.masked(n).detach() for n in ctx.targets}
+
+
+@register_method("px_2024", label="PX as first published (official code, April 2024)",
+                 needs_data=True, default_rounds=100,
+                 paper="Iurada et al., CVPR 2024 (first official release, commit 82ce2bf)",
+                 description="PX as first published: z1 = the network's own logits, K on x, batch statistics, |θ|⁵")
+def px_2024(ctx: ScoringContext) -> dict[str, torch.Tensor]:
+    """PX as the first public release computes it (batch statistics in every view; score |θ|⁵ · |∂R/∂ψ|)."""
+    j_params = _j_params(ctx)
+    k_params, leaves = _k_params(ctx)
+    names = list(leaves)
+    acc = {n: torch.zeros_like(v, dtype=torch.float64) for n, v in leaves.items()}
+    for x, _y in ctx.batches:
+        with torch.no_grad(), BatchStats():
+            z1 = ctx.call(j_params, x)
+        with Linearizer(batch_stats=True):
+            z2 = ctx.call(k_params, x)
+        r = (z1 * z2).sum()
+        for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
+            if g is not None:
+                acc[n] += g
+    out = {}
+    for n in names:
+        g = ctx.reduce_sum(acc[n]).to(leaves[n].dtype)
+        w = j_params[n]
+        out[n] = (g * leaves[n].detach() * w * w.pow(2)).abs()
+    return out
