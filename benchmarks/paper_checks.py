@@ -23,10 +23,10 @@ import shutil
 import sys
 import time
 
-import px_hub  # noqa: F401  (first: torchvision fix, registers cifar_resnet20)
 import timm
 import torch
 
+import px_hub  # noqa: F401  (first: torchvision fix, registers cifar_resnet20)
 from px_hub import pipeline
 from px_hub.analysis.compare import compare_methods, write_comparison
 from px_hub.records import to_jsonable

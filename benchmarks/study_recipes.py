@@ -23,14 +23,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import px_hub  # noqa: E402  (torchvision fix, timm registrations)
 import timm  # noqa: E402
 import torch  # noqa: E402
 
+import px_hub  # noqa: E402  (torchvision fix, timm registrations)
 from px_hub import pipeline  # noqa: E402
 from px_hub.data import load_image_dataset  # noqa: E402
-from px_hub.spec import DataSpec, ModelSpec, PruneSpec  # noqa: E402
 from px_hub.finetune import finetune, load_recipe  # noqa: E402
+from px_hub.spec import DataSpec, ModelSpec, PruneSpec  # noqa: E402
 
 METHODS = ["px", "px_official", "synflow", "snip", "grasp", "magnitude", "random", "ntk_sap"]
 HERE = Path(__file__).resolve().parent

@@ -50,9 +50,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import px_hub  # noqa: E402  (torchvision fix, timm registrations)
 import torch  # noqa: E402
 
+import px_hub  # noqa: E402  (torchvision fix, timm registrations)
 from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches  # noqa: E402
 from px_hub.finetune import finetune, load_recipe  # noqa: E402
 

@@ -77,8 +77,9 @@ def rel_err(a: dict, b: dict, scale_fit: bool = False) -> float:
 
 
 def round1(model, x, y) -> dict:
-    import px_hub
     from safetensors.torch import load_file
+
+    import px_hub
 
     out = {}
     for label, method, options, stem in METHODS:
@@ -110,8 +111,9 @@ def mask_stats(mask, ref) -> dict:
 
 
 def final_masks(model, x, y, rounds: int, labels: list[str]) -> dict:
-    import px_hub
     from safetensors.torch import load_file
+
+    import px_hub
 
     out = {}
     for label, method, options, stem in METHODS:

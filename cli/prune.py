@@ -91,8 +91,8 @@ def _offline_default(args) -> bool:
 
 def check(args: argparse.Namespace) -> None:
     """Everything that needs no model, data or torch: before any work."""
-    from px_hub.cli.hub import check_push
     from px_hub._fs import check_output
+    from px_hub.cli.hub import check_push
     from px_hub.errors import InvalidArgumentError, require_sparsity
 
     if args.examples_per_class is None:

@@ -17,13 +17,15 @@ __all__ = ["Mask", "PruneTargets", "TicketHealth", "ticket_health", "PruneResult
 
 def _load() -> None:
     """Import the public API (idempotent)."""
-    from . import _compat  # noqa: F401  (must run before anything imports torchvision)
-    from . import models  # noqa: F401  (registers cifar_resnet20, cifar_vgg16_bn, tinyimagenet_resnet18 in timm)
+    from . import (
+        _compat,  # noqa: F401  (must run before anything imports torchvision)
+        models,  # noqa: F401  (registers cifar_resnet20, cifar_vgg16_bn, tinyimagenet_resnet18 in timm)
+    )
     from .errors import PxHubError
+    from .hub.pretrained import Ticket
     from .masking import Mask, PruneTargets, TicketHealth, ticket_health
     from .methods import available_methods, get_method, list_methods, register_method
     from .prune import PruneResult, prune, prune_with_record, score
-    from .hub.pretrained import Ticket
     from .spec import PruneSpec
 
     globals().update(PxHubError=PxHubError, Mask=Mask, PruneTargets=PruneTargets, TicketHealth=TicketHealth,

@@ -55,7 +55,7 @@ class DataSpec:
     batch_size: int = 100
     input_size: int | None = None
 
-    def validate(self) -> "DataSpec":
+    def validate(self) -> DataSpec:
         if not self.dataset:
             raise InvalidArgumentError("no pruning dataset given; pass --data (e.g. --data digits)")
         if self.examples_per_class < 1:
@@ -114,7 +114,7 @@ class PruneSpec:
         return dict(self.method_options)
 
     # -- checks and defaults ------------------------------------------------------------------------------------
-    def validate(self) -> "PruneSpec":
+    def validate(self) -> PruneSpec:
         """Cheap checks (no model or data loaded); raises InvalidArgumentError naming the flag to fix."""
         from .methods import get_method
 
@@ -132,7 +132,7 @@ class PruneSpec:
             raise InvalidArgumentError(f"--num-classes must be >= 1, got {self.model.num_classes}")
         return self
 
-    def resolved(self) -> "PruneSpec":
+    def resolved(self) -> PruneSpec:
         """The same spec with the method's canonical name, its default rounds and every option filled in."""
         from .methods import get_method
 
@@ -159,7 +159,7 @@ class PruneSpec:
         return hashlib.sha256(self.canonical().encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PruneSpec":
+    def from_dict(cls, d: dict) -> PruneSpec:
         d = dict(d)
         d.pop("version", None)
         model = ModelSpec(**_known(ModelSpec, d.pop("model", None) or {}))
@@ -169,7 +169,7 @@ class PruneSpec:
         return cls(model=model, data=data, targets=targets, **_known(cls, d))
 
     @classmethod
-    def from_px_config(cls, px: dict) -> "PruneSpec | None":
+    def from_px_config(cls, px: dict) -> PruneSpec | None:
         """The spec a ticket's ``px_config.json`` records; for tickets written before the spec existed, rebuilt
         from the record's top-level keys. None when it records no method."""
         if isinstance(px.get("spec"), dict):

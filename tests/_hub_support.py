@@ -72,7 +72,7 @@ class LocalHub:
         self._cdn: ThreadingHTTPServer | None = None  # LFS downloads come from another origin, as on the Hub
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
-    def start(self) -> "LocalHub":
+    def start(self) -> LocalHub:
         hub = self
 
         class Handler(_Handler):

@@ -7,8 +7,9 @@ import multiprocessing as mp
 
 
 def _launch(fn, args, num_processes):
-    import px_hub  # noqa: F401  (torchvision CPU fix, timm registrations)
     from accelerate import debug_launcher
+
+    import px_hub  # noqa: F401  (torchvision CPU fix, timm registrations)
 
     debug_launcher(fn, args=args, num_processes=num_processes)
 

@@ -10,10 +10,18 @@ import torch
 from torch import nn
 
 from px_hub import Mask
-from px_hub.analysis import (analyze, collapse_warnings, compare_spectra, empirical_ntk, layer_rows, ntk_spectrum,
-                             pick_outputs, take_inputs, write_report)
+from px_hub.analysis import (
+    analyze,
+    collapse_warnings,
+    compare_spectra,
+    empirical_ntk,
+    layer_rows,
+    ntk_spectrum,
+    pick_outputs,
+    take_inputs,
+    write_report,
+)
 from px_hub.errors import InvalidArgumentError, PxHubError, UnsupportedModelError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

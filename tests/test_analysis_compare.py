@@ -11,8 +11,6 @@ import px_hub
 from px_hub.cli.main import main
 
 
-
-
 def test_compare_resnet20_three_methods(tmp_path, capsys):
     out = tmp_path / "cmp"
     rc = main(["compare", "--model", "cifar_resnet20", "--no-pretrained", "--data", "digits", "--sparsity", "0.9",

@@ -9,8 +9,6 @@ import px_hub
 from px_hub.cli.main import main
 
 
-
-
 def _make_ticket(folder):
     """What `px-hub prune` writes: the record of prune_with_record + the data split + the backbone's info."""
     from px_hub.backbones import load_backbone

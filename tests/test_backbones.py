@@ -8,9 +8,7 @@ import pytest
 import torch
 
 from px_hub.backbones import available_loaders, load_backbone, map_efficientnet_lite_keys
-from px_hub.errors import (InvalidArgumentError, IntegrityError, PxHubError, UnknownNameError,
-                           WeightsUnavailableError)
-
+from px_hub.errors import IntegrityError, InvalidArgumentError, PxHubError, UnknownNameError, WeightsUnavailableError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from px_hub.data import (ANIMAL_MNIST_CLASSES, PruningSplit, dataset_from_hf, eval_transform, ids_digest,
-                         load_image_dataset, load_numpy_pickle, make_batches)
+from px_hub.data import (
+    ANIMAL_MNIST_CLASSES,
+    PruningSplit,
+    dataset_from_hf,
+    eval_transform,
+    ids_digest,
+    load_image_dataset,
+    load_numpy_pickle,
+    make_batches,
+)
 from px_hub.distributed import shard
 from px_hub.errors import DataError, InvalidArgumentError, PxHubError
 

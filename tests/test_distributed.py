@@ -10,15 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from _launch import run_processes
 import torch
+from _launch import run_processes
+from conftest import reference_dir
 
 import px_hub
 from px_hub import Mask
 from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches
 from px_hub.distributed import shard
-
-from conftest import reference_dir
 
 REF_ROUNDS = 10
 TIMM_ROUNDS = 3

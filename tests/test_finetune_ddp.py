@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _launch import run_processes
 import torch
+from _launch import run_processes
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import timm
 import torch
+from _hub_support import LocalHub, hub_env, validate_card_metadata
 from huggingface_hub import ModelCard
 
-from _hub_support import LocalHub, hub_env, validate_card_metadata
 from px_hub import Mask
 from px_hub.hub import render_card, save_ticket
 from px_hub.hub.card import describe_px_config

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
 from _hub_support import LocalHub, hub_env
+
 from px_hub import Mask
 from px_hub.errors import HubError, IntegrityError, OutputExistsError, WeightsUnavailableError
 from px_hub.hub import from_pretrained, load_ticket, pull_ticket, push_ticket, save_ticket

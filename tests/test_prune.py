@@ -10,8 +10,7 @@ import torch
 
 import px_hub
 from px_hub import Mask, PruneTargets
-from px_hub.errors import (IntegrityError, InvalidArgumentError, LayerCollapseError, MaskMismatchError,
-                           UnknownNameError)
+from px_hub.errors import IntegrityError, InvalidArgumentError, LayerCollapseError, MaskMismatchError, UnknownNameError
 from px_hub.masking import sparsity_schedule
 
 

@@ -144,7 +144,6 @@ def test_final_mask_100_rounds_raw(ref_model, ref_inputs, ref_dir):
 
 def _score_worker(out_dir: str):
     import torch.distributed as dist
-
     from conftest import reference_dir
 
     torch.set_num_threads(1)

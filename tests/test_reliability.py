@@ -13,12 +13,18 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
 from _hub_support import LocalHub, hub_env
+
 from px_hub import Mask
 from px_hub.cli.main import main
-from px_hub.errors import (DataError, IntegrityError, OutputBusyError, OutputExistsError, OutputNotWritableError,
-                           PxHubError)
+from px_hub.errors import (
+    DataError,
+    IntegrityError,
+    OutputBusyError,
+    OutputExistsError,
+    OutputNotWritableError,
+    PxHubError,
+)
 from px_hub.hub import format as fmt
 from px_hub.hub import load_ticket, pull_ticket, push_ticket, save_ticket
 from px_hub.hub.card import render_card

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from _hub_support import LocalHub, hub_env
 
 import px_hub
-from _hub_support import LocalHub, hub_env
 from px_hub import Mask, Ticket
 from px_hub.errors import IntegrityError, InvalidArgumentError, OutputExistsError
 from px_hub.hub import load_ticket, save_ticket

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import px_hub
 from _hub_support import LocalHub, hub_env
 from _transformers_support import image_side, stock_load, tiny_model
+
+import px_hub
 from px_hub.backbones import load_backbone
 from px_hub.hub import from_pretrained, load_ticket, pull_ticket, push_ticket, save_ticket
 

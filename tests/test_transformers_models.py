@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 import torch
+from _transformers_support import image_side, stock_load, tiny_model
 
 import px_hub
-from _transformers_support import image_side, stock_load, tiny_model
 from px_hub.backbones import load_backbone
 from px_hub.errors import PxHubError, UnknownNameError, WeightsUnavailableError
 from px_hub.hub import load_ticket, save_ticket

@@ -13,9 +13,9 @@ import textwrap
 import pytest
 import timm
 import torch
+from _hub_support import LocalHub, hub_env
 
 import px_hub
-from _hub_support import LocalHub, hub_env
 from px_hub.backbones import load_backbone, remap_ssl_vit
 from px_hub.errors import IntegrityError, UnknownNameError, UnsupportedModelError
 from px_hub.hub import load_ticket, pull_ticket, push_ticket, save_ticket

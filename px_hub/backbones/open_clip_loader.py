@@ -18,8 +18,17 @@ import torch
 
 from ..errors import UnknownNameError, WeightsUnavailableError
 from ..hub.layouts import ClipImageClassifier, clip_embed_dim
-from ._common import (HEAD_INIT, OFFLINE_FIX, cached_hub_file, hub_offline, init_head_, load_exact,
-                      read_checkpoint, resolve_file, seeded)
+from ._common import (
+    HEAD_INIT,
+    OFFLINE_FIX,
+    cached_hub_file,
+    hub_offline,
+    init_head_,
+    load_exact,
+    read_checkpoint,
+    resolve_file,
+    seeded,
+)
 from .registry import LoadedModel, register_loader
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

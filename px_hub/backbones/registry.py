@@ -27,9 +27,9 @@ from typing import Any
 
 from torch import nn
 
+from ..data.transforms import DATA_CONFIG_KEYS  # noqa: F401  (the timm data-config keys px-hub keeps)
 from ..errors import InvalidArgumentError, UnknownNameError
 
-from ..data.transforms import DATA_CONFIG_KEYS  # noqa: F401  (the timm data-config keys px-hub keeps)
 _HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@[\w.\-/]+)?$")
 
 
@@ -105,8 +105,8 @@ def _folder_library(path: str) -> str:
 
 def _route_hub_repo(name: str) -> tuple[LoaderFn, str]:
     """A bare ``OWNER/NAME[@REV]``: the library its config.json names (cached, or downloaded when online)."""
-    from .transformers_loader import hub_config
     from ..hub.layouts import is_transformers_config
+    from .transformers_loader import hub_config
 
     repo_id, _, rev = name.partition("@")
     cfg = hub_config(repo_id, rev or None)

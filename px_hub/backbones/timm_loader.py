@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from ..errors import UnknownNameError, WeightsUnavailableError
-from ._common import (OFFLINE_FIX, cached_hub_file, hub_offline, replace_timm_head, seeded, timm_data_config)
+from ._common import OFFLINE_FIX, cached_hub_file, hub_offline, replace_timm_head, seeded, timm_data_config
 from .registry import LoadedModel, register_loader
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")

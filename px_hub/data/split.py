@@ -58,7 +58,7 @@ class PruningSplit:
 
     @classmethod
     def create(cls, dataset: ImageDataset, k: int = 10, seed: int | None = 0, order: str = "interleaved"
-               ) -> "PruningSplit":
+               ) -> PruningSplit:
         """Take ``k`` examples of every class of ``dataset`` (see the module docstring for the exact rule)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidArgumentError(f"k (examples per class) must be a positive integer, got {k!r}; e.g. --k 10")

@@ -9,8 +9,18 @@ From the shell: ``px-hub finetune --recipe cifar10_resnet20 --ticket px-ticket t
 processes, ``accelerate launch -m px_hub.finetune --recipe cifar10_resnet20 --ticket px-ticket``.
 """
 from .deeplab import BackboneProbe, DeepLabV3Plus
-from .recipe import (AugmentHP, DataHP, ModelHP, OptimHP, PruneHP, Recipe, TrainHP, available_recipes, load_recipe,
-                     recipe_from_dict)
+from .recipe import (
+                     AugmentHP,
+                     DataHP,
+                     ModelHP,
+                     OptimHP,
+                     PruneHP,
+                     Recipe,
+                     TrainHP,
+                     available_recipes,
+                     load_recipe,
+                     recipe_from_dict,
+)
 from .trainer import FinetuneResult, finetune, latest_checkpoint, lr_at_epoch, prune_for_recipe
 
 __all__ = ["Recipe", "DataHP", "ModelHP", "OptimHP", "TrainHP", "AugmentHP", "PruneHP", "load_recipe",

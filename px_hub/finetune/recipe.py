@@ -133,7 +133,7 @@ class Recipe:
         d["hash"] = self.hash()
         Path(path).write_text(yaml.safe_dump(d, sort_keys=False))
 
-    def with_overrides(self, overrides: list[str] | dict | None) -> "Recipe":
+    def with_overrides(self, overrides: list[str] | dict | None) -> Recipe:
         d = self.to_dict()
         for key, value in _parse_overrides(overrides).items():
             node = d
@@ -148,7 +148,7 @@ class Recipe:
             node[parts[-1]] = value
         return recipe_from_dict(d)
 
-    def validate(self) -> "Recipe":
+    def validate(self) -> Recipe:
         def bad(msg):
             raise InvalidArgumentError(f"recipe {self.name!r}: {msg}")
 

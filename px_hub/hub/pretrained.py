@@ -60,7 +60,7 @@ class Ticket:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: str | None = None,
                         token: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        force_download: bool = False, local_files_only: bool = False) -> "Ticket":
+                        force_download: bool = False, local_files_only: bool = False) -> Ticket:
         """Load a ticket from a local folder or a Hub repo (``USER/REPO``, ``USER/REPO@REV`` or ``revision=``: a
         branch, tag or commit), verified before anything is returned: the mask's checksum, the weights against
         the mask's ``weights_sha256``, exact zeros at every pruned position, ``px_config.json`` against the seal
@@ -85,7 +85,7 @@ class Ticket:
         return ticket
 
     @classmethod
-    def _from_folder(cls, folder: Path, model: nn.Module, mask: Mask, px_config: dict) -> "Ticket":
+    def _from_folder(cls, folder: Path, model: nn.Module, mask: Mask, px_config: dict) -> Ticket:
         results = fmt.read_json(folder / fmt.RESULTS_FILE) if (folder / fmt.RESULTS_FILE).exists() else {}
         ticket = cls(model, mask, px_config, data_config=data_config_of(folder, model), results=results)
         ticket.folder = folder

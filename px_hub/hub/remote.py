@@ -14,8 +14,8 @@ from torch import nn
 
 from .._fs import build_atomically, check_output
 from ..errors import HubError, IntegrityError, InvalidArgumentError, PxHubError, WeightsUnavailableError
-from . import format as fmt
 from ..masking import Mask
+from . import format as fmt
 from .layouts import to_file_names
 from .ticket import read_ticket, verify_ticket
 
@@ -39,11 +39,9 @@ def push_ticket(
     ``revision`` is a branch, created from main if missing. The card is re-rendered with the repo id (so its usage
     snippet works) in a staging copy; the local folder is updated with that card only after the commit succeeded.
     A failure raises HubError naming the cause; nothing partial becomes visible on the Hub (the commit is atomic)."""
-    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
-
-    from huggingface_hub import constants
 
     folder = fmt.require_ticket_folder(folder)
     # never publish a ticket whose files disagree: both weight files, the mask, px_config.json, config.json
@@ -217,8 +215,14 @@ class _hub_errors:
     def __exit__(self, exc_type, exc, tb):
         if exc is None or isinstance(exc, (HubError, KeyboardInterrupt)) or not isinstance(exc, Exception):
             return False
-        from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                            RepositoryNotFoundError, RevisionNotFoundError)
+        from huggingface_hub.errors import (
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
         from ..errors import PxHubError
 
         if isinstance(exc, PxHubError):

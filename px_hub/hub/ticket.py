@@ -12,8 +12,7 @@ from torch import nn
 from .._fs import build_atomically, check_output, output_lock
 from .._weights import load_exact, timm_data_config
 from ..data.transforms import DATA_CONFIG_KEYS
-from ..errors import (IntegrityError, InvalidArgumentError, MaskMismatchError, UnknownNameError,
-                      UnsupportedModelError)
+from ..errors import IntegrityError, InvalidArgumentError, MaskMismatchError, UnknownNameError, UnsupportedModelError
 from ..masking import Mask
 from ..records import library_versions
 from ..records import to_jsonable as _plain

@@ -287,7 +287,7 @@ class TicketHealth:
                 "layers": [r.to_dict() for r in self.layers]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TicketHealth":
+    def from_dict(cls, d: dict) -> TicketHealth:
         return cls(int(d.get("outputs", 0)), tuple(d.get("dead_outputs") or ()), tuple(d.get("empty_layers") or ()),
                    tuple(d.get("nearly_empty_layers") or ()), tuple(d.get("cut_off_layers") or ()),
                    tuple(LayerHealth(**r) for r in d.get("layers") or ()))

@@ -68,11 +68,11 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def ones(cls, params: Mapping[str, torch.Tensor]) -> "Mask":
+    def ones(cls, params: Mapping[str, torch.Tensor]) -> Mask:
         return cls({k: torch.ones(p.shape, dtype=torch.bool) for k, p in params.items()})
 
     @classmethod
-    def from_scores(cls, scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global") -> "Mask":
+    def from_scores(cls, scores: Mapping[str, torch.Tensor], sparsity: float, scope: str = "global") -> Mask:
         """Keep the highest scores: k = floor(sparsity * N) weights are removed; t = k-th smallest score;
         kept = score > t (ties at t are pruned). ``scope='local'`` applies the rule per layer."""
         if scope == "global":
@@ -163,7 +163,7 @@ class Mask(Mapping[str, torch.Tensor]):
             p.mul_(m.to(device=p.device, dtype=p.dtype))
         return model
 
-    def enforce(self, model: nn.Module) -> "MaskEnforcer":
+    def enforce(self, model: nn.Module) -> MaskEnforcer:
         """Keep pruned weights at exactly zero during training: zero their gradients as they accumulate (so
         momentum and weight decay never move them) and re-zero the weights after each optimizer step
         (``enforcer.after_step()``). Returns a handle; ``handle.remove()`` detaches the hooks."""
@@ -173,7 +173,7 @@ class Mask(Mapping[str, torch.Tensor]):
         params = dict(model.named_parameters())
         return {k: m.to(params[k].device) for k, m in self._m.items()}
 
-    def __and__(self, other: "Mask") -> "Mask":
+    def __and__(self, other: Mask) -> Mask:
         return Mask({k: self[k] & other[k] for k in self})
 
     # -- files --------------------------------------------------------------------------------------------------
@@ -197,11 +197,11 @@ class Mask(Mapping[str, torch.Tensor]):
         save_safetensors(tensors, path, metadata=meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Mask":
+    def load(cls, path: str | os.PathLike) -> Mask:
         return cls.load_with_metadata(path)[0]
 
     @classmethod
-    def load_with_metadata(cls, path: str | os.PathLike) -> tuple["Mask", dict[str, str]]:
+    def load_with_metadata(cls, path: str | os.PathLike) -> tuple[Mask, dict[str, str]]:
         from safetensors import safe_open
 
         try:

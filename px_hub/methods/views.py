@@ -62,7 +62,7 @@ _STRUCT = {
     "alpha_dropout", "feature_alpha_dropout", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
     "conv_transpose2d", "conv_transpose3d", "linear", "add", "add_", "__add__", "__radd__", "__iadd__", "sub",
     "sub_", "__sub__", "__rsub__", "__isub__", "neg", "negative", "__neg__", "unfold", "fold", "masked_fill",
-    "masked_fill_", "copy_", "detach", "__get__", "where", "contiguous", "as_strided", "diagonal",
+    "masked_fill_", "copy_", "detach", "__get__", "where", "as_strided", "diagonal",
 }
 # Products: a path times a constant or a gate is a path; a path times a path is a logit.
 _PRODUCTS = {"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "matmul", "__matmul__", "__rmatmul__",
