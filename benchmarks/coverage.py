@@ -174,7 +174,8 @@ def main(argv=None):
               f"{row.get('reason', '')[:110]}", flush=True)
         ordered = [old[f] for f in FAMILIES if f in old]
         header = (f"# PX coverage of timm families (random init, pretrained=False, 2 PX rounds to sparsity 0.5, "
-                  f"one batch of random images)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} CPU threads, torch "
+                  f"one batch of random images)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} "
+                  "CPU threads, torch "
                   f"{torch.__version__}. **Timings were measured on a shared, heavily contended machine (load ~12 on "
                   "2 cores): treat seconds and ratios as rough; rerun on a quiet machine for numbers to quote.** "
                   "f32 vs f64 = max over layers of max |s32 − s64| / max s64 for round-1 scores (well-posed: "

@@ -6,7 +6,8 @@ method on a class-balanced split (k=10 per class, seed = run seed), then trained
 file; a rerun skips finished runs, so the study can be interrupted and continued. Runs go seed-major (all
 methods of seed 0 first), so a partial study still compares every method.
 
-    .venv/bin/python benchmarks/study_recipes.py            # full study → benchmarks/results/study_recipes.{md,json,png}
+    .venv/bin/python benchmarks/study_recipes.py\
+            # full study → benchmarks/results/study_recipes.{md,json,png}
     .venv/bin/python benchmarks/study_recipes.py --seeds 0 --methods px px_official random   # a subset
 """
 from __future__ import annotations
@@ -99,13 +100,15 @@ def summarize(rows: list[dict], a, wall: float, complete: bool) -> str:
         groups.setdefault((r["sparsity"] if r["method"] != "dense" else 0.0, r["method"]), []).append(r)
 
     def ms(v):
-        return f"{100 * statistics.mean(v):.2f} ± {100 * statistics.stdev(v):.2f}" if len(v) > 1 else f"{100 * v[0]:.2f}"
+        return (f"{100 * statistics.mean(v):.2f} ± {100 * statistics.stdev(v):.2f}" if len(v) > 1
+                else f"{100 * v[0]:.2f}")
 
     lines = [f"# Recipes study: ResNet-20 on animal-mnist, {'complete' if complete else 'PARTIAL'}", "",
              f"Command: `.venv/bin/python benchmarks/study_recipes.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
              f"Schedule (same for all): {a.epochs} epochs, batch {a.batch_size}, SGD lr {a.lr} (x0.1 for the last "
              f"epoch), momentum 0.9, wd 1e-4, pad-4 crop + flip, {a.train_subset} train / {a.val_subset} test "
-             f"examples; pruning split k=10/class; {a.rounds} rounds for the iterative methods (px, px_official, synflow, ntk_sap), 1 for the others.  ",
+             f"examples; pruning split k=10/class; {a.rounds} rounds for the iterative methods "
+             "(px, px_official, synflow, ntk_sap), 1 for the others.  ",
              f"Wall time: {wall / 60:.1f} min on {os.cpu_count()} shared CPU cores ({a.threads} torch threads).", "",
              "| sparsity | method | seeds | top-1 % (mean ± sd) | top-5 % | collapsed layers | prune s |",
              "|---|---|---|---|---|---|---|"]

@@ -72,7 +72,8 @@ def _report(args) -> int:
               f"trace {t['trace']:.4g}, top eigenvalue {t['top_eigenvalue']:.4g}")
         if "ticket_vs_dense" in ntk:
             r = ntk["ticket_vs_dense"]
-            print(f"vs dense: trace ratio {r['trace_ratio']:.4g}, top eigenvalue ratio {r['top_eigenvalue_ratio']:.4g}")
+            print(f"vs dense: trace ratio {r['trace_ratio']:.4g}, "
+                  f"top eigenvalue ratio {r['top_eigenvalue_ratio']:.4g}")
     print(s["dense_reference"])
     print(f"wrote {', '.join(sorted(s['written'].values()))}")
     if s["card_updated"]:

@@ -136,7 +136,8 @@ def _check_push_command(args: argparse.Namespace) -> None:
 
     args.repo_id, args.folder = _push_target(args)
     _check_repo_id(args)
-    verify_ticket(require_ticket_folder(args.folder), every_file=True)  # a damaged or edited ticket is the first thing to hear about
+    # a damaged or edited ticket is the first thing to hear about
+    verify_ticket(require_ticket_folder(args.folder), every_file=True)
     _check_can_push(args)
 
 

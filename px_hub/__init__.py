@@ -10,7 +10,8 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-__all__ = ["Mask", "PruneTargets", "TicketHealth", "ticket_health", "PruneResult", "PruneSpec", "PxHubError", "score", "prune", "prune_with_record",
+__all__ = ["Mask", "PruneTargets", "TicketHealth", "ticket_health", "PruneResult", "PruneSpec", "PxHubError", "score",
+           "prune", "prune_with_record",
            "register_method", "get_method", "available_methods", "list_methods", "Ticket", "from_pretrained",
            "__version__"]
 

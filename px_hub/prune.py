@@ -197,7 +197,8 @@ def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = 
             if mask.kept() == 0:
                 raise LayerCollapseError(
                     f"{info.name} emptied the whole mask at round {r + 1} of {r_total} (its scores on the remaining "
-                    "weights tie at the threshold, e.g. all zero); use fewer rounds, a lower sparsity or another method")
+                    "weights tie at the threshold, e.g. all zero); "
+                    "use fewer rounds, a lower sparsity or another method")
             history.append({"round": r, "sparsity": s_r, "kept": mask.kept(),
                             "seconds": round(time.perf_counter() - tr, 4),
                             **({"guard": change} if change is not None else {})})

@@ -53,7 +53,8 @@ class Repo:
     owner: str
     private: bool
     branches: dict[str, str] = field(default_factory=dict)  # name -> commit oid
-    commits: dict[str, tuple[str | None, dict[str, FileEntry], str]] = field(default_factory=dict)  # oid -> parent, files, summary
+    # oid -> parent, files, summary
+    commits: dict[str, tuple[str | None, dict[str, FileEntry], str]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)  # git blob sha1 -> content (regular files)
     lfs_oids: set[str] = field(default_factory=set)  # LFS objects uploaded to this repo (LFS storage is per repo)
 

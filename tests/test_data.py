@@ -109,7 +109,8 @@ def test_pruning_split_deterministic_and_recorded(digits):
     # the rule, independently: first k of each class after the seeded permutation
     perm = np.random.default_rng(0).permutation(len(digits))
     for cls in range(10):
-        assert [i for i in a.indices if digits.labels[i] == cls] == [int(i) for i in perm[digits.labels[perm] == cls][:10]]
+        assert ([i for i in a.indices if digits.labels[i] == cls]
+                == [int(i) for i in perm[digits.labels[perm] == cls][:10]])
     # seed=None: the first k of each class in dataset order (official code)
     n = PruningSplit.create(digits, k=3, seed=None, order="class")
     expected = [int(i) for cls in range(10) for i in np.flatnonzero(digits.labels == cls)[:3]]

@@ -76,8 +76,8 @@ class _Interrupt(Exception):
 
 def test_resume_equals_uninterrupted(digits, tmp_path):
     torch.set_num_threads(2)
-    over = TINY + ["train.batch_size=50", "data.train_subset=200", "data.val_subset=100", "train.epochs=2", "train.checkpoint_every=3",
-                   "train.keep_checkpoints=2"]
+    over = TINY + ["train.batch_size=50", "data.train_subset=200", "data.val_subset=100", "train.epochs=2",
+                   "train.checkpoint_every=3", "train.keep_checkpoints=2"]
     recipe = load_recipe("digits_resnet20", over)
 
     def fresh():

@@ -91,7 +91,8 @@ def test_two_processes_same_weights_and_mask(tmp_path):
     r0, r1 = (json.loads((tmp_path / f"metrics_{r}.json").read_text()) for r in (0, 1))
     assert r0 == r1 and r0["world"] == 2
     run = tmp_path / "run"
-    assert (run / "model.safetensors").is_file() and json.loads((run / "metrics.json").read_text())["num_processes"] == 2
+    assert ((run / "model.safetensors").is_file()
+            and json.loads((run / "metrics.json").read_text())["num_processes"] == 2)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000000004"]  # 128/32 steps, keep 1
 
 

@@ -37,7 +37,8 @@ def test_mean_iou_hand_computed():
                      [0, 0, 1, 2],
                      [2, 0, 2, 0]])
     # valid pixels (ref != 255): 10. class 0: ref 4 px, pred 0 at 4 valid px (3 correct) -> I=3, U=4+4-3=5
-    # class 1: ref 4, pred 1 at 4 px (3 correct) -> I=3, U=5; class 2: ref 2, pred 2 at 2 valid px (1 correct) -> I=1, U=3
+    # class 1: ref 4, pred 1 at 4 px (3 correct) -> I=3, U=5;
+    # class 2: ref 2, pred 2 at 2 valid px (1 correct) -> I=1, U=3
     r = m.compute(predictions=[pred], references=[ref], num_labels=3, ignore_index=255)
     assert r["per_category_iou"] == pytest.approx([3 / 5, 3 / 5, 1 / 3])
     assert r["mean_iou"] == pytest.approx((3 / 5 + 3 / 5 + 1 / 3) / 3)

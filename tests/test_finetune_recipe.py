@@ -33,7 +33,8 @@ def test_augmentations_and_inputs():
     i = load_recipe("imagenet_resnet50").augment
     assert (i.input_size, i.scale, i.grayscale_p, i.color_jitter) == (224, (0.2, 1.0), 0.2, 0.4)
     v = load_recipe("voc2012_deeplabv3plus_resnet50")
-    assert (v.task, v.augment.input_size, v.augment.scale, v.optim.head_lr_mult) == ("segmentation", 513, (0.5, 2.0), 10.0)
+    assert ((v.task, v.augment.input_size, v.augment.scale, v.optim.head_lr_mult)
+            == ("segmentation", 513, (0.5, 2.0), 10.0))
     assert set(TABLE3) | {"animal_mnist_resnet20", "digits_resnet20"} <= set(available_recipes())
 
 

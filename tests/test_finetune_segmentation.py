@@ -67,7 +67,8 @@ def test_deeplab_prune_train_and_miou(tmp_path):
     cm = np.zeros((3, 3), np.int64)
     for i in range(len(val)):
         x = torch.from_numpy(np.asarray(val.image(i), np.float32) / 255.0).permute(2, 0, 1)
-        x = (x - torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None]) / torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+        x = ((x - torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None])
+             / torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None])
         x = torch.nn.functional.pad(x, (0, 0, 0, 8))[None]  # 40x48 -> 48x48, bottom padding
         with torch.no_grad():
             pred = model(x).argmax(1)[0, :40].numpy()

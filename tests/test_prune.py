@@ -108,7 +108,8 @@ def test_mask_report_alive_outputs_by_hand():
 @pytest.mark.parametrize("density", [0.5, 0.01])  # packed bits / kept indices
 def test_mask_save_load_roundtrip_and_corruption(tmp_path, density):
     g = torch.Generator().manual_seed(0)
-    m = Mask({"x.weight": torch.rand(64, 32, 3, 3, generator=g) < density, "y.weight": torch.rand(10, 7, generator=g) < 0.5})
+    m = Mask({"x.weight": torch.rand(64, 32, 3, 3, generator=g) < density,
+              "y.weight": torch.rand(10, 7, generator=g) < 0.5})
     p = tmp_path / "mask.safetensors"
     m.save(p, metadata={"weights_sha256": "abc"})
     back, meta = Mask.load_with_metadata(p)

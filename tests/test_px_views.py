@@ -25,7 +25,7 @@ def test_resnet18_inplace_and_out_of_place_relu_give_identical_scores():
     b = copy.deepcopy(a)
     relus = [n for n, m in b.named_modules() if isinstance(m, nn.ReLU)]
     assert relus and all(m.inplace for m in a.modules() if isinstance(m, nn.ReLU))
-    for n, m in b.named_modules():
+    for _n, m in b.named_modules():
         for cn, c in m.named_children():
             if isinstance(c, nn.ReLU):
                 setattr(m, cn, nn.ReLU(inplace=False))

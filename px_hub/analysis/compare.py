@@ -56,7 +56,8 @@ def compare_methods(prepared, methods: Sequence[str], *, rounds: int | None = No
         work = copy.deepcopy(model)
         res = pipeline.run(spec, prepared=dataclasses.replace(prepared, model=work, spec=spec), progress=progress)
         res.mask.apply_(work)
-        entry = {"record": {k: v for k, v in res.record.items() if k not in ("per_layer", "versions", "data", "health")},
+        entry = {"record": {k: v for k, v in res.record.items()
+                            if k not in ("per_layer", "versions", "data", "health")},
                  "pruning_seconds": res.record["seconds"], "rounds": res.record["rounds"],
                  "kept": res.mask.kept(), "total": res.mask.total(), "sparsity": res.mask.sparsity(),
                  "layers": layer_rows(res.mask, work), "warnings": collapse_warnings(res.mask, work),

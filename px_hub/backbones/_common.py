@@ -61,7 +61,8 @@ def resolve_file(path_or_repo_file: str, what: str) -> tuple[str, dict[str, Any]
             local = hf_hub_download(repo_id, filename, revision=revision or None)
         except Exception as e:  # noqa: BLE001 - one line for the CLI
             raise WeightsUnavailableError(f"{what}: cannot download {filename} from {repo_id} "
-                                          f"({type(e).__name__}); check the repo/file name or pass a local file") from None
+                                          f"({type(e).__name__}); check the repo/file name "
+                                          "or pass a local file") from None
         hit = (local, commit_of_cached_path(local))
     return hit[0], {"source": "hf-hub", "id": f"{repo_id}/{filename}", "revision": hit[1] or revision or None}
 

@@ -55,7 +55,8 @@ def _check_cached(arch: str, tag: str | None) -> dict[str, Any]:
         repo = arch[len("hf-hub:"):]
         hit = cached_hub_file(repo, files[:2])
         if hit is None and hub_offline():
-            raise WeightsUnavailableError(f"no cached open_clip weights for {arch} and HF_HUB_OFFLINE=1; {OFFLINE_FIX}")
+            raise WeightsUnavailableError(f"no cached open_clip weights for {arch} "
+                                          f"and HF_HUB_OFFLINE=1; {OFFLINE_FIX}")
         return {"source": "hf-hub", "id": repo, "revision": hit[1] if hit else None}
     cfg = get_pretrained_cfg(arch, tag) if tag else {}
     if not cfg:
@@ -107,7 +108,8 @@ def load_open_clip(spec: str, num_classes: int | None = None, pretrained: bool =
             clip = open_clip.create_model(arch, pretrained=load_tag, weights_only=True)
     except (OSError, RuntimeError) as e:
         if pretrained:
-            raise WeightsUnavailableError(f"cannot load open_clip:{spec} ({type(e).__name__}); {OFFLINE_FIX}") from None
+            raise WeightsUnavailableError(
+                f"cannot load open_clip:{spec} ({type(e).__name__}); {OFFLINE_FIX}") from None
         raise
     visual = clip.visual
     if pretrained and path is not None:

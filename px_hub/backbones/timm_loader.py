@@ -38,7 +38,8 @@ def _check_weights(name: str, hub_repo: str | None) -> dict[str, Any]:
     if hub_repo is not None:
         hit = cached_hub_file(hub_repo, list(WEIGHT_FILES))
         if hit is None and hub_offline():
-            raise WeightsUnavailableError(f"no cached weights for hf-hub:{hub_repo} and HF_HUB_OFFLINE=1; {OFFLINE_FIX}")
+            raise WeightsUnavailableError(f"no cached weights for hf-hub:{hub_repo} "
+                                          f"and HF_HUB_OFFLINE=1; {OFFLINE_FIX}")
         return {"source": "hf-hub", "id": hub_repo, "revision": hit[1] if hit else None}
     cfg = get_pretrained_cfg(name, allow_unregistered=True)  # no tag → the architecture's default tag
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
@@ -53,7 +54,8 @@ def _check_weights(name: str, hub_repo: str | None) -> dict[str, Any]:
         return {"source": "hf-hub", "id": cfg.hf_hub_id, "revision": hit[1] if hit else None,
                 "license": cfg.license}
     if cfg.url and not _torch_hub_cached(cfg.url) and hub_offline():
-        raise WeightsUnavailableError(f"no cached weights for timm model {name!r} ({cfg.url}) and offline; {OFFLINE_FIX}")
+        raise WeightsUnavailableError(f"no cached weights for timm model {name!r} ({cfg.url}) "
+                                      f"and offline; {OFFLINE_FIX}")
     return {"source": "url", "id": cfg.url or cfg.file, "revision": None, "license": cfg.license}
 
 

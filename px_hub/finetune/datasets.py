@@ -95,7 +95,8 @@ class VOCFolder(SegmentationData):
         self.root = root
         missing = [i for i in self.ids if not (root / "SegmentationClass" / f"{i}.png").is_file()]
         if missing:
-            raise DataError(f"{len(missing)} label map(s) missing under {root / 'SegmentationClass'} (e.g. {missing[0]}.png)")
+            raise DataError(f"{len(missing)} label map(s) missing under {root / 'SegmentationClass'} "
+                            f"(e.g. {missing[0]}.png)")
         self._init_classes(f"voc:{root}", split, class_names, len(self.ids))
 
     def _load(self, i: int) -> Image.Image:
@@ -104,7 +105,8 @@ class VOCFolder(SegmentationData):
     def _load_label_map(self, i: int) -> np.ndarray:
         with Image.open(self.root / "SegmentationClass" / f"{self.ids[i]}.png") as im:
             if im.mode not in ("P", "L"):
-                raise DataError(f"label map {self.ids[i]}.png is {im.mode}; VOC labels are palette (P) PNGs of class ids")
+                raise DataError(f"label map {self.ids[i]}.png is {im.mode}; "
+                                "VOC labels are palette (P) PNGs of class ids")
             return np.asarray(im, dtype=np.uint8).copy()
 
 
@@ -122,7 +124,8 @@ class HubSegmentation(SegmentationData):
             ds = datasets.load_dataset(spec, split=split)
         except Exception as e:  # datasets raises many types (offline, missing split, ...)
             raise DataError(f"cannot load segmentation dataset {spec!r} split {split!r} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}); use a local folder: voc:/path/VOC2012") from None
+                            f"{str(e).splitlines()[0] if str(e) else ''}); "
+                            "use a local folder: voc:/path/VOC2012") from None
         cols = list(ds.column_names)
         self.image_column = image_column or next((c for c in self.IMAGE_COLUMNS if c in cols), None)
         self.label_column = label_column or next((c for c in self.LABEL_COLUMNS if c in cols), None)

@@ -141,7 +141,8 @@ class Recipe:
             for p in parts[:-1]:
                 if not isinstance(node.get(p), dict):
                     raise InvalidArgumentError(f"unknown recipe key {key!r}; keys look like train.epochs, optim.lr "
-                                               f"(sections: {', '.join(k for k, v in d.items() if isinstance(v, dict))})")
+                                               "(sections: "
+                                               f"{', '.join(k for k, v in d.items() if isinstance(v, dict))})")
                 node = node[p]
             if parts[-1] not in node:
                 raise InvalidArgumentError(f"unknown recipe key {key!r}; valid keys here: {', '.join(node)}")
@@ -161,7 +162,8 @@ class Recipe:
         if self.train.mixed_precision not in MIXED_PRECISION:
             bad(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}")
         for key, v in (("optim.lr", self.optim.lr), ("train.epochs", self.train.epochs),
-                       ("train.batch_size", self.train.batch_size), ("train.grad_accum_steps", self.train.grad_accum_steps),
+                       ("train.batch_size", self.train.batch_size),
+                       ("train.grad_accum_steps", self.train.grad_accum_steps),
                        ("augment.input_size", self.augment.input_size)):
             if v <= 0:
                 bad(f"{key} must be > 0, got {v}")
@@ -170,7 +172,8 @@ class Recipe:
             if v < 0:
                 bad(f"{key} must be >= 0, got {v}")
         for key, v, lo, hi, closed in (  # (lo, hi) open unless closed says which ends are included
-                ("optim.lr", self.optim.lr, 0.0, math.inf, ""), ("optim.momentum", self.optim.momentum, 0.0, 1.0, "lo"),
+                ("optim.lr", self.optim.lr, 0.0, math.inf, ""),
+                ("optim.momentum", self.optim.momentum, 0.0, 1.0, "lo"),
                 ("optim.weight_decay", self.optim.weight_decay, 0.0, math.inf, "lo"),
                 ("optim.gamma", self.optim.gamma, 0.0, 1.0, "hi"),
                 ("optim.head_lr_mult", self.optim.head_lr_mult, 0.0, math.inf, ""),
@@ -218,12 +221,14 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | dict | N
     if not p.suffix and not p.exists():
         p = recipes_dir() / f"{name_or_path}.yaml"
     if not p.is_file():
-        raise UnknownNameError(f"no recipe {os.fspath(name_or_path)!r}; shipped recipes: {', '.join(available_recipes())} "
+        raise UnknownNameError(f"no recipe {os.fspath(name_or_path)!r}; "
+                               f"shipped recipes: {', '.join(available_recipes())} "
                                "(or pass a path to a YAML file)")
     try:
         d = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise InvalidArgumentError(f"recipe {os.fspath(p)} is not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+        raise InvalidArgumentError(f"recipe {os.fspath(p)} is not valid YAML ({str(e).splitlines()[0]}); "
+                                   "fix the file") from None
     if not isinstance(d, dict):
         raise InvalidArgumentError(f"recipe {os.fspath(p)} must be a YAML mapping with name, task, data, model, ...")
     d.pop("hash", None)  # a saved (resolved) recipe carries its hash; it is recomputed

@@ -568,7 +568,8 @@ def _write_results(res: FinetuneResult, px_config, train_data, val_data, seconds
         from ..hub import update_ticket
 
         update_ticket(ticket_dir, model=model, eval_results=eval_results_for(res, train_data, val_data),
-                      extra_files={f"finetune/{p.name}": p for k, p in files.items() if k in ("recipe", "metrics", "curve")},
+                      extra_files={f"finetune/{p.name}": p for k, p in files.items()
+                                   if k in ("recipe", "metrics", "curve")},
                       training={"recipe": recipe.name, "recipe_hash": recipe.hash(), "epochs": recipe.train.epochs,
                                 "batch_size": recipe.train.batch_size, "optimizer": recipe.optim.name,
                                 "lr": recipe.optim.lr, "milestones": list(recipe.optim.milestones),

@@ -49,9 +49,11 @@ def render_card(folder: str | os.PathLike, repo_id: str | None = None, name: str
         if eval_results else None,  # only model-index uses it
         library_name=library,
         pipeline_tag="image-classification",
-        tags=[t for t in CARD_TAGS if t != "timm" or library == "timm"] + ([px["method"]] if px.get("method") and px["method"] not in CARD_TAGS else []),
+        tags=([t for t in CARD_TAGS if t != "timm" or library == "timm"]
+              + ([px["method"]] if px.get("method") and px["method"] not in CARD_TAGS else [])),
         base_model=_hub_id(source_id),
-        datasets=_unique([_hub_id(_first(data, "dataset", "id", "name"))] + [_hub_id(r.get("dataset")) for r in eval_results]) or None,
+        datasets=_unique([_hub_id(_first(data, "dataset", "id", "name"))]
+                         + [_hub_id(r.get("dataset")) for r in eval_results]) or None,
         metrics=_unique([r.get("metric") for r in eval_results]) or None,
         eval_results=[_eval_result(r) for r in eval_results] or None,
         **_license_fields(license_),
@@ -106,7 +108,8 @@ def check_card(text: str) -> ModelCard:
     try:
         card = ModelCard(text, ignore_metadata_errors=False)
     except Exception as e:  # huggingface_hub raises ValueError/KeyError/TypeError on a bad header
-        raise IntegrityError(f"the model card metadata is invalid ({e}); this is a px-hub bug, please report it") from None
+        raise IntegrityError(f"the model card metadata is invalid ({e}); "
+                             "this is a px-hub bug, please report it") from None
     d = card.data.to_dict()
     for key in ("tags", "datasets", "metrics"):
         if key in d and not (isinstance(d[key], list) and all(isinstance(x, str) for x in d[key])):
@@ -154,7 +157,8 @@ def describe_px_config(px: dict, config: dict | None = None) -> list[str]:
     arch = layouts.architecture_of_config(config or {}) or model.get("architecture")
     if arch:
         ncls = layouts.num_classes_of_config(config or {})
-        lines.append(f"Architecture: {layouts.library_of_config(config or {})} `{arch}`" + (f" with {ncls} output classes." if ncls is not None else "."))
+        lines.append(f"Architecture: {layouts.library_of_config(config or {})} `{arch}`"
+                     + (f" with {ncls} output classes." if ncls is not None else "."))
     if px.get("method"):
         bits = [f"Method: {_method_label(px)} (`{px['method']}`)"]
         if px.get("sparsity") is not None:

@@ -145,7 +145,8 @@ class Mask(Mapping[str, torch.Tensor]):
                 near = [n for n in params if n.endswith(k.split(".")[-1])][:3]
                 raise MaskMismatchError(
                     f"mask does not fit the model: it has layer {k!r} which the model lacks"
-                    f"{' (model has e.g. ' + ', '.join(near) + ')' if near else ''}; load the architecture the mask was made for"
+                    f"{' (model has e.g. ' + ', '.join(near) + ')' if near else ''}; "
+                    "load the architecture the mask was made for"
                 )
             if tuple(params[k].shape) != tuple(m.shape):
                 raise MaskMismatchError(
@@ -209,7 +210,8 @@ class Mask(Mapping[str, torch.Tensor]):
                 meta = dict(f.metadata() or {})
             tensors = load_file(os.fspath(path))
         except Exception as e:  # safetensors raises several types for corrupt files
-            raise IntegrityError(f"mask file {os.fspath(path)} is corrupt or not safetensors ({e}); download it again") from None
+            raise IntegrityError(f"mask file {os.fspath(path)} is corrupt or not safetensors ({e}); "
+                                 "download it again") from None
         if meta.get("format") != MASK_FORMAT:
             # plain layout: one uint8/bool tensor per layer (e.g. the reference fixtures)
             return cls(tensors), meta

@@ -144,7 +144,8 @@ def ntk_sap(ctx: ScoringContext) -> dict[str, torch.Tensor]:
                     mod.weight.fill_(1.0)
                     mod.bias.zero_()
             x = torch.randn((batch, *ctx.input_shape), generator=g, dtype=torch.float32).to(ctx.device, ctx.dtype)
-            noise = {n: epsilon * torch.randn(init[n].shape, generator=g, dtype=torch.float32).to(ctx.device, ctx.dtype)
+            noise = {n: epsilon * torch.randn(init[n].shape, generator=g,
+                                              dtype=torch.float32).to(ctx.device, ctx.dtype)
                      for n in names}
             # BN statistics reset and estimated on this input (momentum 1) by the masked, unperturbed network
             base = {n: init[n] * ctx.mask[n].to(ctx.dtype) if n in ctx.mask else init[n] for n in init}
