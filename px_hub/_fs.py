@@ -102,7 +102,8 @@ def check_output(out: str | os.PathLike, overwrite: bool, *, replaceable: tuple[
         kind = folder_kind(out)
         if kind != "empty":
             if not overwrite:
-                raise OutputExistsError(f"{flag} {out} exists; pass --overwrite to replace it or choose another {flag}")
+                raise OutputExistsError(f"{flag} {out} exists; pass --overwrite to replace it or choose another "
+                                        f"{flag}")
             if kind not in replaceable:
                 what = " or ".join({"ticket": "a px-hub ticket", "run": "a px-hub run folder"}[k] for k in replaceable)
                 raise OutputExistsError(f"{flag} {out} is not {what}, so --overwrite will not delete it; remove it "

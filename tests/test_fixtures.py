@@ -34,6 +34,8 @@ def test_vendored_fixtures_are_in_sync_with_shared_copy():
         return
     shared = {p.name: _sha256(p) for p in SHARED_REFERENCE.iterdir() if p.is_file() and p.name != "README.md"}
     mine = _manifest()
-    assert set(shared) == set(mine), f"only shared: {set(shared) - set(mine)}, only vendored: {set(mine) - set(shared)}"
+    assert set(shared) == set(mine), f"only shared: {set(shared) - set(mine)}, only vendored: " \
+                                     f"{set(mine) - set(shared)}"
     stale = sorted(n for n in shared if shared[n] != mine[n])
-    assert not stale, f"vendored fixtures differ from {SHARED_REFERENCE}: {stale}; copy them again and update SHA256SUMS"
+    assert not stale, f"vendored fixtures differ from {SHARED_REFERENCE}: {stale}; copy them again and update " \
+                      "SHA256SUMS"

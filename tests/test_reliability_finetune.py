@@ -28,7 +28,8 @@ def resnet50_state():
     torch.manual_seed(0)
     m = timm.create_model("resnet50", pretrained=False)
     # float16 halves the file; fp16 -> fp32 is exact, so the equality checks stay exact
-    return {k: (v.half() if v.is_floating_point() else v) for k, v in m.state_dict().items() if not k.startswith("fc.")}
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in m.state_dict().items()
+            if not k.startswith("fc.")}
 
 
 def _backbone_equals(model, state) -> bool:

@@ -129,7 +129,8 @@ class FileImageDataset(ImageDataset):
                 return im.copy() if im.mode == "RGB" else im.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors for bad files
             reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{self.paths[i]} is not a readable image ({reason}); remove or replace the file") from None
+            raise DataError(f"{self.paths[i]} is not a readable image ({reason}); remove or replace the "
+                            "file") from None
 
 
 class HubImageDataset(ImageDataset):

@@ -170,7 +170,8 @@ class Recipe:
             if v < 0:
                 bad(f"{key} must be >= 0, got {v}")
         for key, v, lo, hi, closed in (  # (lo, hi) open unless closed says which ends are included
-                ("optim.lr", self.optim.lr, 0.0, math.inf, ""), ("optim.momentum", self.optim.momentum, 0.0, 1.0, "lo"),
+                ("optim.lr", self.optim.lr, 0.0, math.inf, ""),
+                ("optim.momentum", self.optim.momentum, 0.0, 1.0, "lo"),
                 ("optim.weight_decay", self.optim.weight_decay, 0.0, math.inf, "lo"),
                 ("optim.gamma", self.optim.gamma, 0.0, 1.0, "hi"),
                 ("optim.head_lr_mult", self.optim.head_lr_mult, 0.0, math.inf, ""),
