@@ -134,7 +134,8 @@ def final_masks(model, x, y, rounds: int, labels: list[str]) -> dict:
                   f"dead={res[variant]['dead_classes']} shared={res[variant]['shared_with_fixture']:.3f}",
                   flush=True)
         torch.set_num_threads(2)
-        runs = list(res.values())
+        res["runs"] = sorted(res)
+        runs = [res[k] for k in res["runs"]]
         res["range_per_layer"] = {k: [min(r["kept_per_layer"][k] for r in runs),
                                       max(r["kept_per_layer"][k] for r in runs)] for k in ref}
         res["range_empty_layers"] = [min(len(r["empty_layers"]) for r in runs),

@@ -76,8 +76,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="start from round 0 even if a checkpoint of the same run exists")
     p.add_argument("--no-guard", dest="guard", action="store_false",
-                   help="raw method: let rounds empty a layer or cut every path to a class (by default the guard "
-                        "keeps the best-scored weights that restore them, at the same sparsity)")
+                   help="raw method: let rounds empty a layer or cut every path to a class (without this flag the "
+                        "guard keeps the best-scored weights that restore them, at the same sparsity)")
     add_common_arguments(p)
     add_push_arguments(p)
     add_deprecated_alias(p, "--k", "examples_per_class", type=int)

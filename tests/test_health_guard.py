@@ -195,7 +195,7 @@ def test_guard_on_reference_px(ref_model, ref_inputs):
 
 def test_guard_is_deterministic(ref_model, ref_inputs):
     x, y = ref_inputs
-    runs = [px_hub.prune_with_record(copy.deepcopy(ref_model), [(x, y)], method="px", sparsity=SPARSITY, rounds=15,
+    runs = [px_hub.prune_with_record(copy.deepcopy(ref_model), [(x, y)], method="px", sparsity=SPARSITY,
                                      progress=False) for _ in range(2)]
     assert runs[0].record["guard"]["restored"] > 0
     assert runs[0].mask == runs[1].mask and runs[0].record["guard"] == runs[1].record["guard"]

@@ -13,11 +13,14 @@ differs between CPUs (kernels, thread count), so no comparison is bit for bit; e
   implementation rounding as badly in another direction, on kernels that block sums differently: on a second
   2-core machine SNIP was measured 1.7e-2 from the fixture (6.7x the float64 gap here), inside 10x. A wrong
   formula is off by O(1) (see ``test_px_official_is_noise_float32_vs_float64`` for what noise looks like).
-* **Final masks**: 100 rounds amplify rounding (px's float64 and 1-thread masks share only 66-81 % of kept
-  weights with the float32 one), so final masks are checked by what rounding cannot move: the kept total (the
-  schedule fixes it), per-layer kept counts inside the rounding-only range measured over the fixture and the
-  variants, widened by ``RANGE_MARGIN``, no empty layer that no rounding-only run empties, and the number of fc
-  classes with no kept weight inside its measured range.
+* **Final masks**: 100 rounds amplify rounding: with ``k_batch="full"`` (the official arithmetic) the 1-thread
+  and reversed-order runs share only 82 % and 78 % of the fixture's kept weights (a second machine measured
+  78.7 %), px's default ``k_batch="one"`` 57-84 %, while SynFlow, SNIP and GraSP masks do not move (GraSP's
+  float64 run: 99.9 %). So final masks are checked by what rounding cannot move: the kept total (the schedule
+  fixes it), per-layer kept counts inside the rounding-only range measured over the fixture and the variants
+  (``final_masks[...]["range_per_layer"]``), widened by ``RANGE_MARGIN``, no empty layer that no rounding-only
+  run empties, and the numbers of empty layers and of fc classes with no kept weight inside their measured
+  ranges (exact where rounding never moved them).
 * Exact equality is tested only where the machine is guaranteed to be the same: 1 vs 2 processes in one run
   (``tests/test_distributed.py``).
 """
@@ -42,9 +45,16 @@ ROUND1_MARGIN = 10.0
 
 
 def RANGE_MARGIN(lo: int, hi: int) -> int:
-    """Widening of a measured per-layer range on each side: half its width, at least 2 weights (four
-    rounding-only runs and the fixture sample the spread; another machine's run is one more draw)."""
-    return max(2, math.ceil(0.5 * (hi - lo)))
+    """Widening of a measured per-layer range on each side: half its width, at least 2 % of the layer's count
+    and at least 2 weights (a handful of rounding-only runs and the fixture sample the spread; another machine's
+    run is one more draw, and SNIP there was measured 6.7x further from the fixture than float64 is here)."""
+    return max(2, math.ceil(0.5 * (hi - lo)), math.ceil(0.02 * hi))
+
+
+def _widened(lo: int, hi: int) -> tuple[int, int]:
+    """A measured range of a small count (empty layers, dead classes): exact if rounding never moved it, else
+    one more on each side."""
+    return (lo, hi) if lo == hi else (max(0, lo - 1), hi + 1)
 
 
 @pytest.fixture(autouse=True)
@@ -126,14 +136,13 @@ def test_final_masks_hold_what_rounding_cannot_move(label, method, options, ref_
         if not lo - m <= kept <= hi + m:
             outside[name] = (kept, lo - m, hi + m)
     assert not outside, outside
-    runs = [r for k, r in measured.items() if isinstance(r, dict) and "empty_layers" in r]
-    may_empty = set().union(*(r["empty_layers"] for r in runs))
+    may_empty = {k for k, (lo, hi) in measured["range_per_layer"].items() if lo - RANGE_MARGIN(lo, hi) <= 0}
     empty = {k for k, m in mask.items() if not m.any()}
-    assert empty <= may_empty, empty - may_empty
-    lo, hi = measured["range_empty_layers"]
+    assert empty <= may_empty, empty - may_empty  # no layer empties that rounding alone never empties
+    lo, hi = _widened(*measured["range_empty_layers"])
     assert lo <= len(empty) <= hi
     dead = int((~mask["fc.weight"].any(dim=1)).sum())
-    lo, hi = measured["range_dead_classes"]
+    lo, hi = _widened(*measured["range_dead_classes"])
     assert lo <= dead <= hi
 
 

@@ -207,6 +207,8 @@ def _overrides(model: nn.Module, mask: Mask, dtype: torch.dtype, device) -> tupl
     for n, p in list(model.named_parameters()) + list(model.named_buffers()):
         if n not in weighted and p.is_floating_point():
             over[n] = p.detach().abs().to(device=device, dtype=dtype)
+        elif n not in weighted:  # e.g. BatchNorm's num_batches_tracked, which a train-mode forward increments
+            over[n] = p.detach().clone()
     names = {id(over[k]): k for k in mask if k in over}
     return over, names
 

@@ -62,8 +62,8 @@ def px_2024(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     for x, _y in ctx.batches:
         with torch.no_grad(), BatchStats():
             z1 = ctx.call(j_params, x)
-        with Linearizer(batch_stats=True):
-            z2 = ctx.call(k_params, x)
+        with Linearizer(batch_stats=True, model=ctx.model) as lin:  # the input is the path K linearises
+            z2 = ctx.call(k_params, lin.mark(x.view_as(x)))
         r = (z1 * z2).sum()
         for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
             if g is not None:
