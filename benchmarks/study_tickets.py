@@ -53,8 +53,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 import px_hub  # noqa: E402  (torchvision fix, timm registrations)
-from px_hub.data import PruningSplit, eval_transform, load_image_dataset, make_batches  # noqa: E402
+from px_hub import pipeline  # noqa: E402
+from px_hub.data import load_image_dataset  # noqa: E402
 from px_hub.finetune import finetune, load_recipe  # noqa: E402
+from px_hub.spec import DataSpec, ModelSpec, PruneSpec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PX_VARIANTS = ("px", "px_official", "px_2024")
@@ -172,16 +174,20 @@ def _model(run: dict):
 
 def run_one(a, run: dict, train) -> dict:
     model, data_config = _model(run)
+    st = run["settings"]
     row = {k: run[k] for k in ("regime", "method", "guard", "variant", "sparsity", "seed", "key")}
     row["settings"] = run["settings"]
     mask = None
     if run["method"] != "dense":
-        split = PruningSplit.create(train, k=a.k, seed=run["seed"])
-        batches = make_batches(train, split.indices, eval_transform(data_config), batch_size=100, progress=False)
         rounds = a.rounds if px_hub.get_method(run["method"]).iterative else None
+        spec = PruneSpec(model=ModelSpec(st["model"], pretrained=st["pretrained"], num_classes=10,
+                                         head_seed=run["seed"]),
+                         data=DataSpec("animal-mnist", examples_per_class=a.k, seed=run["seed"], batch_size=100),
+                         method=run["method"], sparsity=run["sparsity"], rounds=rounds, seed=run["seed"],
+                         guard=run["guard"])
         t0 = time.perf_counter()
-        res = px_hub.prune_with_record(copy.deepcopy(model), batches, method=run["method"], sparsity=run["sparsity"],
-                                       rounds=rounds, seed=run["seed"], progress=False, guard=run["guard"])
+        # the one pipeline: class-balanced split of `train`, batches, prune (the model at this seed's init)
+        res = pipeline.run(spec, model=copy.deepcopy(model), data_config=data_config, dataset=train)
         mask = res.mask
         h, g = res.record["health"], res.record["guard"]
         row.update(prune_seconds=round(time.perf_counter() - t0, 2), rounds=res.record["rounds"],

@@ -84,14 +84,14 @@ def _mask_as_j_weights_scores(model, x) -> dict[str, torch.Tensor]:
     rec = GateRecorder()
     rec.batch_stats = True
     with torch.no_grad():
-        with rec:
-            call_with(model, {}, x)
+        with rec:  # the views follow the tensors marked as the path (the input)
+            call_with(model, {}, rec.mark(x.view_as(x)))
         rep = GateReplayer(rec.gates, batch_stats=True)
         with rep:
-            z1 = call_with(model, {n: torch.ones_like(params[n]) for n in names}, x)
+            z1 = call_with(model, {n: torch.ones_like(params[n]) for n in names}, rep.mark(x.view_as(x)))
     leaves = {n: params[n].detach().pow(2).requires_grad_(True) for n in names}
-    with Linearizer(batch_stats=True):
-        z2 = call_with(model, {**leaves, "fc.bias": params["fc.bias"].detach().pow(2)}, x)
+    with Linearizer(batch_stats=True) as lin:
+        z2 = call_with(model, {**leaves, "fc.bias": params["fc.bias"].detach().pow(2)}, lin.mark(x.view_as(x)))
     grads = torch.autograd.grad((z1 * z2).sum(), list(leaves.values()))
     return {n: (g * leaves[n].detach()).abs().detach() for n, g in zip(names, grads)}
 

@@ -198,7 +198,8 @@ def test_open_clip_vit_tower_prune_ticket_push(hub, tiny_clip_vit, tmp_path, mon
         assert torch.allclose(m.model.visual(x), clip.encode_image(x), atol=1e-5)
     assert m.data_config["input_size"] == (3, 32, 32)
     folder, mask = _magnitude_ticket(m, tmp_path / "clip-vit-px", sparsity=0.8)
-    assert "visual.transformer.resblocks.0.attn.in_proj_weight" not in mask  # a Parameter, not a Linear module
+    # nn.MultiheadAttention's input projection is a bare Parameter; px-hub prunes it like a Linear weight
+    assert "visual.transformer.resblocks.0.attn.in_proj_weight" in mask
     assert "visual.transformer.resblocks.0.mlp.c_fc.weight" in mask and "head.weight" in mask
     m1, mask1, _ = load_ticket(folder)
     assert mask1 == mask
