@@ -74,3 +74,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# -- the local Hub (tests/_hub_support.py): one server per test module, the real huggingface_hub client ------------
+
+HUB_TOKEN = "hf_" + "pxhubTestToken0123456789abcdef"  # a module may set its own TOKEN
+
+
+@pytest.fixture(scope="module")
+def hub(request):
+    from _hub_support import LocalHub
+
+    server = LocalHub(tokens={getattr(request.module, "TOKEN", HUB_TOKEN): "alice"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def env(request, hub, tmp_path, monkeypatch):
+    """HF_ENDPOINT pointing at ``hub``, the module's token, a private HF_HOME; returns the environment."""
+    from _hub_support import hub_env
+
+    return hub_env(monkeypatch, hub, tmp_path, token=getattr(request.module, "TOKEN", HUB_TOKEN))

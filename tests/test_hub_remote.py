@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from _hub_support import LocalHub, hub_env
+from _hub_support import hub_env
 
 from px_hub import Mask
 from px_hub.errors import HubError, IntegrityError, OutputExistsError, WeightsUnavailableError
@@ -21,18 +21,6 @@ from px_hub.hub import from_pretrained, load_ticket, pull_ticket, push_ticket, s
 
 TOKEN = "hf_" + "pxhubTestToken0123456789abcdef"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def hub():
-    server = LocalHub(tokens={TOKEN: "alice"}).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def env(hub, tmp_path, monkeypatch):
-    return hub_env(monkeypatch, hub, tmp_path, token=TOKEN)
 
 
 def _ticket(folder: Path, arch: str = "test_resnet", num_classes: int = 5, sparsity: float = 0.9) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from _hub_support import LocalHub, hub_env
 
 from px_hub import Mask
 from px_hub.cli.main import main
@@ -240,18 +239,6 @@ def test_push_refuses_any_bad_file(ticket, victim, needle):
         _flip(ticket / victim)
     with pytest.raises(IntegrityError, match=needle.replace(".", r"\.")):
         push_ticket(ticket, "alice/bad-file")
-
-
-@pytest.fixture(scope="module")
-def hub():
-    server = LocalHub(tokens={TOKEN: "alice"}).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def env(hub, tmp_path, monkeypatch):
-    return hub_env(monkeypatch, hub, tmp_path, token=TOKEN)
 
 
 def test_pull_error_names_repo_and_file_not_a_temp_path(hub, env, ticket, tmp_path, capsys):

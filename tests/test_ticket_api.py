@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from _hub_support import LocalHub, hub_env
 
 import px_hub
 from px_hub import Mask, Ticket
@@ -20,18 +19,6 @@ from px_hub.errors import IntegrityError, InvalidArgumentError, OutputExistsErro
 from px_hub.hub import load_ticket, save_ticket
 
 TOKEN = "hf_" + "pxhubTicketToken0123456789abcd"
-
-
-@pytest.fixture(scope="module")
-def hub():
-    server = LocalHub(tokens={TOKEN: "alice"}).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def env(hub, tmp_path, monkeypatch):
-    return hub_env(monkeypatch, hub, tmp_path, token=TOKEN)
 
 
 def _ticket(folder: Path, arch: str = "test_resnet", sparsity: float = 0.9, seed: int = 0) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _hub_support import LocalHub, hub_env
 from _transformers_support import image_side, stock_load, tiny_model
 
 import px_hub
@@ -15,18 +14,6 @@ from px_hub.hub import from_pretrained, load_ticket, pull_ticket, push_ticket, s
 
 TOKEN = "hf_" + "pxhubTestToken0123456789abcdef"
 FAMILIES = ["vit", "resnet"]  # ViT: file names differ from state-dict names; ResNet: they are the same
-
-
-@pytest.fixture(scope="module")
-def hub():
-    server = LocalHub(tokens={TOKEN: "alice"}).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def env(hub, tmp_path, monkeypatch):
-    return hub_env(monkeypatch, hub, tmp_path, token=TOKEN)
 
 
 def _ticket(folder, family):

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import timm
 import torch
-from _hub_support import LocalHub, hub_env
+from _hub_support import hub_env
 
 import px_hub
 from px_hub.backbones import load_backbone, remap_ssl_vit
@@ -21,13 +21,6 @@ from px_hub.errors import IntegrityError, UnknownNameError, UnsupportedModelErro
 from px_hub.hub import load_ticket, pull_ticket, push_ticket, save_ticket
 
 TOKEN = "hf_" + "pxhubTestToken0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def hub():
-    server = LocalHub(tokens={TOKEN: "alice"}).start()
-    yield server
-    server.stop()
 
 
 def _backbone_state(arch: str, seed: int, **kwargs) -> dict[str, torch.Tensor]:
