@@ -68,6 +68,16 @@ def _seeded():
 
 
 @pytest.fixture()
+def fixture_threads():
+    """Two torch threads: the reference fixtures' own conditions (CPU kernels sum in a thread-count-dependent
+    order), also used where a float32 measurement must be stable."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
 def one_thread():
     """Run a test's torch ops on one thread (stable timing and summation order on the shared 2-core machine)."""
     n = torch.get_num_threads()

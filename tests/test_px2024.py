@@ -40,11 +40,8 @@ STAGE1 = ("conv.weight", "blocks.0.", "blocks.1.", "blocks.2.")
 
 
 @pytest.fixture(autouse=True)
-def _fixture_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(FIXTURE_THREADS)
+def _fixture_threads(fixture_threads):  # FIXTURE_THREADS (2), see conftest
     yield
-    torch.set_num_threads(n)
 
 
 def _rel_err(mine: dict, ref: dict) -> dict[str, float]:

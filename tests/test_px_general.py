@@ -82,15 +82,6 @@ FAMILIES = [
 ]
 
 
-@pytest.fixture()
-def fixed_threads():
-    """The float32 summation order depends on the thread count; pin it (2, as on CI) for a stable measurement."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(n)
-
-
 def _f32_f64(name, kwargs, size, gate="ratio"):
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=4, **kwargs).eval()
@@ -102,7 +93,7 @@ def _f32_f64(name, kwargs, size, gate="ratio"):
 
 
 @pytest.mark.parametrize("name,kwargs,size", FAMILIES, ids=[f[0] for f in FAMILIES])
-def test_float32_and_float64_round1_scores_agree(name, kwargs, size, fixed_threads):
+def test_float32_and_float64_round1_scores_agree(name, kwargs, size, fixture_threads):
     s32, s64 = _f32_f64(name, kwargs, size)
     assert all(torch.isfinite(v).all() and (v >= 0).all() for v in s32.values())
     # every prunable layer gets scores (no layer is silently left at zero)

@@ -58,11 +58,8 @@ def _widened(lo: int, hi: int) -> tuple[int, int]:
 
 
 @pytest.fixture(autouse=True)
-def _fixture_threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(FIXTURE_THREADS)
+def _fixture_threads(fixture_threads):  # FIXTURE_THREADS (2), see conftest
     yield
-    torch.set_num_threads(n)
 
 
 def _rel_err(mine: dict, ref: dict) -> dict[str, float]:

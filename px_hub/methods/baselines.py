@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..masking.targets import BATCHNORM_TYPES, WEIGHTED_TYPES
-from .context import ScoringContext, call_with
+from .context import ScoringContext, accumulate_grads, call_with
 from .registry import register_method
 from .views import BatchStats
 
@@ -44,9 +44,7 @@ def snip(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     for x, y in ctx.batches:
         with BatchStats():
             loss = F.cross_entropy(ctx.call(params(), x), y)
-        for n, g in zip(names, torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True)):
-            if g is not None:
-                grads[n] += g
+        accumulate_grads(grads, loss, leaves)
     scores = {}
     for n in names:
         g = ctx.reduce_sum(grads[n]).to(leaves[n].dtype)
@@ -66,9 +64,7 @@ def grasp(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     for x, y in ctx.batches:
         with BatchStats():
             loss = F.cross_entropy(ctx.call(params(), x) / temp, y)
-        for n, g in zip(names, torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True)):
-            if g is not None:
-                first[n] += g
+        accumulate_grads(first, loss, leaves)
     stopped = {n: ctx.reduce_sum(first[n]).to(leaves[n].dtype) for n in names}
     hg = {n: torch.zeros_like(v, dtype=torch.float64) for n, v in leaves.items()}
     for x, y in ctx.batches:

@@ -34,6 +34,14 @@ def call_with(model: nn.Module, overrides: dict[str, torch.Tensor], x: torch.Ten
     return logits_of(functional_call(model, overrides, (x,), strict=False))
 
 
+def accumulate_grads(acc: dict[str, torch.Tensor], out: torch.Tensor, leaves: dict[str, torch.Tensor]) -> None:
+    """``acc[n] += ∂out/∂leaves[n]`` for every name of ``acc`` (float64 accumulators; unused leaves add nothing)."""
+    names = list(acc)
+    for n, g in zip(names, torch.autograd.grad(out, [leaves[n] for n in names], allow_unused=True)):
+        if g is not None:
+            acc[n] += g
+
+
 @dataclass
 class ScoringContext:
     model: nn.Module                       # in eval mode for the duration of scoring; never modified

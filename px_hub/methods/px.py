@@ -22,7 +22,7 @@ import torch
 
 from ..errors import DataError, InvalidArgumentError
 from ..masking.targets import param_name, weight_params
-from .context import ScoringContext
+from .context import ScoringContext, accumulate_grads
 from .registry import register_method
 from .views import GATE_MODES, GateRecorder, GateReplayer, Linearizer
 
@@ -105,9 +105,7 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
                 if straight_through:
                     acc_st = acc_st or {n: torch.zeros_like(v, dtype=torch.float64) for n, v in leaves.items()}
                 target = acc_st if straight_through else acc
-                for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
-                    if g is not None:
-                        target[n] += g
+                accumulate_grads(target, r, leaves)
                 if not lin.gates_seen:
                     break
         grads = {n: ctx.reduce_sum(acc[n]).to(leaves[n].dtype) for n in names}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..masking.targets import weighted_modules
-from .context import ScoringContext
+from .context import ScoringContext, accumulate_grads
 from .registry import register_method
 from .views import BatchStats, Linearizer
 
@@ -65,9 +65,7 @@ def px_2024(ctx: ScoringContext) -> dict[str, torch.Tensor]:
         with Linearizer(batch_stats=True, model=ctx.model) as lin:  # the input is the path K linearises
             z2 = ctx.call(k_params, lin.mark(x.view_as(x)))
         r = (z1 * z2).sum()
-        for n, g in zip(names, torch.autograd.grad(r, [leaves[n] for n in names], allow_unused=True)):
-            if g is not None:
-                acc[n] += g
+        accumulate_grads(acc, r, leaves)
     out = {}
     for n in names:
         g = ctx.reduce_sum(acc[n]).to(leaves[n].dtype)
