@@ -158,6 +158,32 @@ def test_guard_reconnects_an_empty_layer_through_its_best_weight_on_a_path():
     assert ticket_health(model, mask, (4,)).healthy
 
 
+def test_guard_grows_a_path_back_through_the_trunk_when_no_single_weight_can():
+    """Rule 2b: class 1's only previous path runs through hidden unit g1, which nothing feeds any more, and its
+    head row is empty: no single weight reconnects it. The guard keeps the best weight into g1 from a reached unit
+    (2.weight[1, 1], 3 > 2), then the head weight that completes the path (4.weight[1, 1]), and gives back the two
+    lowest-scored kept weights (0.weight[0, 0] and [0, 1])."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3, bias=False), nn.ReLU(), nn.Linear(3, 3, bias=False), nn.ReLU(),
+                          nn.Linear(3, 2, bias=False))
+    prev = Mask({"0.weight": torch.ones(3, 4, dtype=torch.bool), "2.weight": torch.ones(3, 3, dtype=torch.bool),
+                 "4.weight": torch.tensor([[1, 1, 1], [0, 1, 0]], dtype=torch.bool)})
+    new = Mask({"0.weight": torch.tensor([[1] * 4, [1] * 4, [0] * 4], dtype=torch.bool),
+                "2.weight": torch.tensor([[1, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.bool),
+                "4.weight": torch.tensor([[1, 0, 0], [0, 0, 0]], dtype=torch.bool)})
+    scores = {"0.weight": torch.arange(1, 13, dtype=torch.float32).reshape(3, 4),
+              "2.weight": torch.tensor([[5., 1., 1.], [2., 3., 1.], [1., 1., 1.]]),
+              "4.weight": torch.tensor([[4., 1., 1.], [1., 0.5, 1.]])}
+    assert ticket_health(model, new, (4,)).dead_outputs == (1,)
+    mask, rec = guard_round(model, prev, new, scores, (4,), "4.weight")
+    assert rec["dead_classes"] == [1] and rec["restored_classes"] == [1] and "unresolved" not in rec
+    assert rec["restored"] == rec["removed"] == 2 and rec["restored_layers"] == ["2.weight", "4.weight"]
+    assert torch.nonzero(mask["2.weight"]).tolist() == [[0, 0], [1, 1]]
+    assert torch.nonzero(mask["4.weight"]).tolist() == [[0, 0], [1, 1]]
+    assert torch.nonzero(~mask["0.weight"][:2]).tolist() == [[0, 0], [0, 1]]
+    assert mask.kept() == new.kept() and ticket_health(model, mask, (4,)).healthy
+
+
 def test_guard_does_nothing_to_a_healthy_round():
     model = _mlp()
     prev = Mask({"0.weight": torch.ones(3, 4, dtype=torch.bool), "2.weight": torch.ones(2, 3, dtype=torch.bool)})
@@ -241,3 +267,16 @@ def test_compare_table_shows_health():
     table = comparison_table({"sparsity": 0.9, "seed": 0, "methods": {"px": entry}})
     assert "| dead classes | empty layers | nearly empty | guard restored |" in table
     assert "| px | 1 | 0.9000 | 1/10 | 0 | 1 | 3 |" in table
+
+
+def test_offline_default_ticket_keeps_every_class(tmp_path, capsys):
+    """`make prune` end to end (the CLI's offline default: EfficientNet-Lite0 with its ImageNet weights, px, 0.982,
+    digits at 2 per class, 100 rounds). Before the guard grew paths through the trunk (rule 2b) it wrote 3 of 10
+    classes dead, unresolved from round 67."""
+    assert _cli(["prune", "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "health: 10/10 outputs reachable, 0 empty" in out and "unresolved" not in out
+    cfg = json.loads((tmp_path / "t" / "px_config.json").read_text())
+    assert cfg["health"]["healthy"] and cfg["health"]["dead_outputs"] == [] and cfg["health"]["empty_layers"] == []
+    assert not any(c.get("unresolved") for c in cfg["guard"]["changes"])
+    assert cfg["kept"] == 60153 and abs(cfg["achieved_sparsity"] - 0.982) < 1e-3

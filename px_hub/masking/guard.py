@@ -11,11 +11,15 @@ deterministic (ties: the lowest flat index; layers in network order; classes in 
    (input channel reached from the input, output channel reaching an output), then (b) candidates whose input
    channel is reached, then (c) any candidate. Layers are restored one at a time, in network order, so a branch
    of two empty layers is reconnected through one weight each.
-2. **Dead class c** (a model output no kept path reaches). If the classifier is a pruning target with one row per
-   output, keep the best-scored candidate of row c whose input unit is reached from the input. If there is none
-   (no reached unit feeds row c), first reconnect, in network order, every target whose kept weights all have
-   unreached inputs with its best-scored candidate whose input is reached (preferring one whose output reaches an
-   output), then retry row c; failing that, keep the best-scored candidate of row c.
+2. **Dead class c** (a model output no kept path reaches). (a) If the classifier is a pruning target with one row
+   per output, keep the best-scored candidate of row c whose input unit is reached from the input. (b) Otherwise
+   **grow a path** back to c along the previous round's mask (which still reached c): repeatedly, with the
+   connectivity of the current mask (backward from output c only), keep the best-scored candidate over all layers
+   that *bridges* (input channel reached, output channel reaches c: one weight completes a path); if no candidate
+   bridges, keep the best-scored candidate of the *last* layer, in network order, whose input channel is reached,
+   whose output channel is not yet reached and reaches c under the previous mask (each step reaches one more
+   unit on a previous path to c, so the growth ends; at most ``MAX_GROWTH`` steps). (c) Failing both, keep the
+   best-scored candidate of row c (recorded as unresolved if c stays dead).
 3. **Give back.** Remove, from the weights kept and not restored in this round, the lowest-scored ones (never a
    layer's last kept weight), as many as were restored: over all layers (global scope), or in the layer of each
    restored weight (local scope, so every layer keeps its density).
@@ -33,6 +37,7 @@ from .health import Connectivity, connectivity
 from .mask import Mask
 
 MAX_PASSES = 8
+MAX_GROWTH = 64  # weights one dead class may get back by path growth (rule 2b)
 
 
 def _best(score: torch.Tensor, candidates: torch.Tensor, *preferred: torch.Tensor | None) -> int | None:
@@ -102,11 +107,8 @@ class _GuardState:
             c = self.conn(backward=False)
             if bool(c.outputs_reached[cls]):
                 continue
-            if not self._restore_row(c, cls):
-                self._reconnect_inputs()
-                c = self.conn(backward=False)
-                if not bool(c.outputs_reached[cls]) and not self._restore_row(c, cls):
-                    self._restore_row(c, cls, anywhere=True)
+            if not self._restore_row(c, cls) and not self._grow_path(cls):
+                self._restore_row(self.conn(backward=False), cls, anywhere=True)
             self.restored_classes.append(int(cls))
             changed = True
         return changed
@@ -128,17 +130,45 @@ class _GuardState:
         self.keep(h, pick)
         return True
 
-    def _reconnect_inputs(self) -> None:
-        for name, m in self.masks.items():
-            c = self.conn()
-            a = c.input_reached(name, m.shape)
-            if a is None or bool((m & a).any()):
-                continue
-            b = c.output_reaches(name, m.shape)
-            pick = _best(self.scores[name], self.candidates(name) & a, b)
-            if pick is not None:
-                self.keep(name, pick)
-                self.restored_layers.append(name)
+    def _grow_path(self, cls: int) -> bool:
+        """Rule 2b: reconnect class ``cls`` along the previous mask, one weight at a time; True when it is reached."""
+        union = Mask({k: m | self.prev[k] if k in self.prev else m for k, m in self.masks.items()})
+        toward = connectivity(self.model, union, self.input_shape, backward=True, output=cls)
+        if not bool(toward.outputs_reached[cls]):
+            return False  # not even the previous mask reaches it: nothing to grow along
+        for _ in range(MAX_GROWTH):
+            cur = connectivity(self.model, Mask(self.masks), self.input_shape, backward=True, output=cls)
+            self._conn = None
+            if bool(cur.outputs_reached[cls]):
+                return True
+            names = [k for k in cur.traces if k in self.masks]
+            best: tuple[float, str, int] | None = None
+            for name in names:  # (i) one weight that completes a path, best-scored over all layers
+                shape = self.masks[name].shape
+                a, b = cur.input_reached(name, shape), cur.output_reaches(name, shape)
+                if a is None or b is None:
+                    continue
+                pick = _best(self.scores[name], self.candidates(name) & a & b)
+                if pick is not None:
+                    v = float(torch.nan_to_num(self.scores[name].reshape(-1)[pick].double(), nan=float("-inf")))
+                    if best is None or v > best[0]:
+                        best = (v, name, pick)
+            if best is None:  # (ii) reach one more unit on a previous path to cls, as late in the network as can be
+                for name in reversed(names):
+                    shape = self.masks[name].shape
+                    a, r = cur.input_reached(name, shape), cur.output_reached(name, shape)
+                    t = toward.output_reaches(name, shape)
+                    if a is None or r is None or t is None:
+                        continue
+                    pick = _best(self.scores[name], self.candidates(name) & a & ~r & t)
+                    if pick is not None:
+                        best = (0.0, name, pick)
+                        break
+            if best is None:
+                return False
+            self.keep(best[1], best[2])
+            self.restored_layers.append(best[1])
+        return bool(self.conn(backward=False).outputs_reached[cls])
 
     def give_back(self, local: bool) -> None:
         """Remove as many of the lowest-scored kept, unprotected weights as were restored, never a layer's last kept

@@ -92,8 +92,9 @@ class _LayerTrace:
     kind: str                          # "conv" or "linear"
     groups: int
     reached_in: torch.Tensor           # bool per input channel
+    reached_out: torch.Tensor | None = None      # bool per output channel: reached from the input
     outputs: list = field(default_factory=list)  # binarised outputs (for the backward pass)
-    reaches_out: torch.Tensor | None = None      # bool per output channel
+    reaches_out: torch.Tensor | None = None      # bool per output channel: reaches an output
 
 
 class _PathIndicator(TorchFunctionMode):
@@ -113,14 +114,17 @@ class _PathIndicator(TorchFunctionMode):
                 conv = func in _CONVS
                 dim = 1 if conv and x.dim() == _CONVS[func] + 2 else (0 if conv else -1)
                 reached = _channels(x, dim % x.dim())
+                ydim = 1 if conv and y.dim() == _CONVS[func] + 2 else (0 if conv else -1)
+                out = _channels(y, ydim % y.dim())
                 tr = self.traces.get(name)
                 if tr is None:
                     groups = int(_arg(args, kwargs, 6, "groups", 1)) if conv else 1
-                    tr = self.traces[name] = _LayerTrace("conv" if conv else "linear", groups, reached)
+                    tr = self.traces[name] = _LayerTrace("conv" if conv else "linear", groups, reached, out)
                 else:
                     tr.reached_in = tr.reached_in | reached
+                    tr.reached_out = tr.reached_out | out
                 if self.keep_outputs:
-                    tr.outputs.append((y, 1 if conv and y.dim() == _CONVS[func] + 2 else (0 if conv else -1)))
+                    tr.outputs.append((y, ydim))
             return y
         if func in _NORMS:
             return _arg(args, kwargs, 0, "input", None)
@@ -176,11 +180,19 @@ class Connectivity:
         return ok.reshape(out_ch, in_per_group, *([1] * (len(shape) - 2))).expand(*shape)
 
     def output_reaches(self, name: str, shape: Sequence[int]) -> torch.Tensor | None:
-        """Bool tensor of a weight's shape: its output channel reaches some model output (None: unused)."""
+        """Bool tensor of a weight's shape: its output channel reaches some model output (the one given to
+        :func:`connectivity` as ``output``, if any; None: unused)."""
         tr = self.traces.get(name)
         if tr is None or tr.reaches_out is None:
             return None
         return tr.reaches_out.reshape(-1, *([1] * (len(shape) - 1))).expand(*shape)
+
+    def output_reached(self, name: str, shape: Sequence[int]) -> torch.Tensor | None:
+        """Bool tensor of a weight's shape: its output channel is reached from the model input (None: unused)."""
+        tr = self.traces.get(name)
+        if tr is None or tr.reached_out is None:
+            return None
+        return tr.reached_out.reshape(-1, *([1] * (len(shape) - 1))).expand(*shape)
 
     def on_path(self, name: str, kept: torch.Tensor) -> torch.Tensor | None:
         a, b = self.input_reached(name, kept.shape), self.output_reaches(name, kept.shape)
@@ -213,9 +225,11 @@ def _overrides(model: nn.Module, mask: Mask, dtype: torch.dtype, device) -> tupl
     return over, names
 
 
-def connectivity(model: nn.Module, mask: Mask, input_shape: Sequence[int], backward: bool = True) -> Connectivity:
+def connectivity(model: nn.Module, mask: Mask, input_shape: Sequence[int], backward: bool = True,
+                 output: int | None = None) -> Connectivity:
     """Run the path-indicator network of ``model`` under ``mask`` (see the module docstring); ``backward=False``
-    skips the backward pass (outputs and input channels reached only; ``output_reaches`` is then None). The
+    skips the backward pass (outputs and channels reached only; ``output_reaches`` is then None); ``output``: the
+    backward pass starts from that one model output (class) only, so ``output_reaches`` means "reaches it". The
     model's parameters, buffers and mode are not touched."""
     p = next(model.parameters())
     over, names = _overrides(model, mask, torch.float32, p.device)
@@ -227,13 +241,15 @@ def connectivity(model: nn.Module, mask: Mask, input_shape: Sequence[int], backw
         per_output = out.detach().movedim(1, 0).reshape(out.shape[1], -1) if out.dim() > 1 else out.detach()[:, None]
         reached = (per_output > 0).any(dim=1).cpu()
         ys = [(name, y, d) for name, tr in mode.traces.items() for y, d in tr.outputs]
-        grads = torch.autograd.grad(out.sum(), [y for _, y, _ in ys], allow_unused=True) if ys else []
+        seed = out.sum() if output is None else out.movedim(1, 0)[output].sum()
+        grads = torch.autograd.grad(seed, [y for _, y, _ in ys], allow_unused=True) if ys else []
     for (name, y, d), g in zip(ys, grads):
         tr = mode.traces[name]
         ch = _channels(g, d % g.dim()).cpu() if g is not None else torch.zeros(y.shape[d], dtype=torch.bool)
         tr.reaches_out = ch if tr.reaches_out is None else tr.reaches_out | ch
     for tr in mode.traces.values():
         tr.reached_in = tr.reached_in.cpu()
+        tr.reached_out = tr.reached_out.cpu() if tr.reached_out is not None else None
         tr.outputs = []
     return Connectivity(reached, mode.traces)
 
