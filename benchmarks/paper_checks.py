@@ -4,6 +4,10 @@
    than SynFlow-L2's, measured by the ratios (ticket / dense) of the NTK trace and of the top eigenvalue.
 2. Fig. 6: at sparsity 0.982 PX keeps more alive output units per layer than SynFlow and NTK-SAP.
 
+Each PX variant is checked: ``px`` (px-hub's), ``px_official`` (the latest official code) and ``px_2024`` (the
+first official release, most likely behind the paper's numbers). Every method runs raw (``guard=False``): these are
+claims about the published methods, not about px-hub's ticket-health guard.
+
 Setting: timm.create_model("cifar_resnet20", num_classes=10) at a seeded random init (the paper prunes at
 init), pruning data = k=10 examples per class of an offline set upsampled to 32 px with the model's CIFAR
 preprocessing, one batch of 100, each method's default rounds (PX / SynFlow / SynFlow-L2 / NTK-SAP: 100).
@@ -34,6 +38,7 @@ from px_hub.spec import DataSpec, ModelSpec, PruneSpec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+PX_VARIANTS = ("px", "px_official", "px_2024")
 FIGURES = ROOT / "docs" / "figures"
 
 
@@ -42,7 +47,7 @@ def prepared_split(data: str, k: int, seed: int, model, sparsity: float):
     model's own preprocessing (3x32x32, CIFAR mean/std: digits are upsampled to 32 px)."""
     spec = PruneSpec(model=ModelSpec("cifar_resnet20", pretrained=False, num_classes=10, head_seed=seed),
                      data=DataSpec(data, examples_per_class=k, seed=seed, batch_size=k * 10),
-                     sparsity=sparsity, seed=seed)
+                     sparsity=sparsity, seed=seed, guard=False)
     return pipeline.prepare(spec, model=model)
 
 
@@ -70,7 +75,7 @@ def fig5(prepared, data: str, seed: int, samples: int) -> dict:
     """Spectrum vs dense at 0.9312 (px_official too: the paper's numbers come from the official code)."""
     t0 = time.perf_counter()
     split = prepared.split
-    s5 = compare_methods(prepared, ["px", "px_official", "synflow_l2", "synflow"], ntk_samples=samples,
+    s5 = compare_methods(prepared, [*PX_VARIANTS, "synflow_l2", "synflow"], ntk_samples=samples,
                          progress=False)
     write_comparison(s5, RESULTS / f"paper_fig5_{data}_seed{seed}", title=f"ResNet-20, {data}, seed {seed}")
     row = {"seed": seed, "split_digest": split.digest, "seconds": round(time.perf_counter() - t0, 1)}
@@ -78,11 +83,12 @@ def fig5(prepared, data: str, seed: int, samples: int) -> dict:
         row[name] = {**e["ntk_vs_dense"], "trace": e["ntk"]["trace"], "top": e["ntk"]["top_eigenvalue"],
                      "collapsed": e["record"]["collapsed_layers"], "pruning_seconds": e["pruning_seconds"]}
     row["dense"] = {"trace": s5["ntk"]["dense"]["trace"], "top": s5["ntk"]["dense"]["top_eigenvalue"]}
-    for key in ("trace_ratio", "top_eigenvalue_ratio", "mean_abs_log10_eigenvalue_gap"):
-        a, b = row["px"][key], row["synflow_l2"][key]
-        closer = (a < b) if key.startswith("mean") else (closeness(a) < closeness(b))
-        row[f"px_closer_than_synflow_l2_by_{key}"] = closer
-    print(json.dumps({k: v for k, v in row.items() if k.startswith("px_closer")}), file=sys.stderr)
+    for px_name in PX_VARIANTS:
+        for key in ("trace_ratio", "top_eigenvalue_ratio", "mean_abs_log10_eigenvalue_gap"):
+            a, b = row[px_name][key], row["synflow_l2"][key]
+            closer = (a < b) if key.startswith("mean") else (closeness(a) < closeness(b))
+            row[f"{px_name}_closer_than_synflow_l2_by_{key}"] = closer
+    print(json.dumps({k: v for k, v in row.items() if "_closer_" in k}), file=sys.stderr)
     if seed == 0:
         FIGURES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(RESULTS / f"paper_fig5_{data}_seed{seed}" / "compare_ntk_spectrum.png",
@@ -93,7 +99,7 @@ def fig5(prepared, data: str, seed: int, samples: int) -> dict:
 def fig6(prepared, data: str, seed: int) -> dict:
     """Alive output units at 0.982."""
     t0 = time.perf_counter()
-    s6 = compare_methods(prepared, ["px", "synflow", "ntk_sap"], ntk_samples=0, progress=False)
+    s6 = compare_methods(prepared, ["px", "px_2024", "synflow", "ntk_sap"], ntk_samples=0, progress=False)
     write_comparison(s6, RESULTS / f"paper_fig6_{data}_seed{seed}", title=f"ResNet-20, {data}, seed {seed}")
     layers = {n: [r["alive_outputs"] for r in e["layers"]] for n, e in s6["methods"].items()}
     names = [r["layer"] for r in s6["methods"]["px"]["layers"]]
@@ -102,13 +108,13 @@ def fig6(prepared, data: str, seed: int) -> dict:
             "total_alive": {n: sum(v) for n, v in layers.items()},
             "collapsed": {n: e["record"]["collapsed_layers"] for n, e in s6["methods"].items()},
             "pruning_seconds": {n: e["pruning_seconds"] for n, e in s6["methods"].items()}}
-    for other in ("synflow", "ntk_sap"):
-        px_, ot = layers["px"], layers[other]
-        row6[f"px_vs_{other}"] = {"layers_more": sum(a > b for a, b in zip(px_, ot)),
+    for px_name, other in [(p, o) for p in ("px", "px_2024") for o in ("synflow", "ntk_sap")]:
+        px_, ot = layers[px_name], layers[other]
+        row6[f"{px_name}_vs_{other}"] = {"layers_more": sum(a > b for a, b in zip(px_, ot)),
                                   "layers_equal": sum(a == b for a, b in zip(px_, ot)),
                                   "layers_fewer": sum(a < b for a, b in zip(px_, ot)),
                                   "fewer_at": [n for n, a, b in zip(names, px_, ot) if a < b]}
-    print(json.dumps({k: v for k, v in row6.items() if k.startswith(("px_vs", "total"))}), file=sys.stderr)
+    print(json.dumps({k: v for k, v in row6.items() if "_vs_" in k or k == "total_alive"}), file=sys.stderr)
     if seed == 0:
         FIGURES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(RESULTS / f"paper_fig6_{data}_seed{seed}" / "compare_alive_outputs.png",
@@ -123,21 +129,24 @@ def markdown(res: dict) -> str:
          "| seed | method | trace ratio | λmax ratio | mean abs log10 eigenvalue gap | collapsed layers |",
          "|---|---|---|---|---|---|"]
     for row in res["fig5"]:
-        for m in ("px", "px_official", "synflow_l2", "synflow"):
+        for m in (*PX_VARIANTS, "synflow_l2", "synflow"):
             if m not in row:
                 continue
             e = row[m]
             L.append(f"| {row['seed']} | {m} | {e['trace_ratio']:.4g} | {e['top_eigenvalue_ratio']:.4g} | "
                      f"{e['mean_abs_log10_eigenvalue_gap']:.3f} | {len(e['collapsed'])} |")
     L += ["", "## Fig. 6 setting (sparsity 0.982): alive output units", "",
-          "| seed | px total | synflow total | ntk_sap total | px vs synflow (more/equal/fewer layers) | "
-          "px vs ntk_sap (more/equal/fewer layers) |", "|---|---|---|---|---|---|"]
+          "| seed | PX variant | its total | synflow total | ntk_sap total | vs synflow (more/equal/fewer layers) | "
+          "vs ntk_sap (more/equal/fewer layers) |", "|---|---|---|---|---|---|---|"]
     for row in res["fig6"]:
         t = row["total_alive"]
-        a, b = row["px_vs_synflow"], row["px_vs_ntk_sap"]
-        L.append(f"| {row['seed']} | {t['px']} | {t['synflow']} | {t['ntk_sap']} | "
-                 f"{a['layers_more']}/{a['layers_equal']}/{a['layers_fewer']} | "
-                 f"{b['layers_more']}/{b['layers_equal']}/{b['layers_fewer']} |")
+        for px_name in ("px", "px_2024"):
+            if px_name not in t:
+                continue
+            a, b = row[f"{px_name}_vs_synflow"], row[f"{px_name}_vs_ntk_sap"]
+            L.append(f"| {row['seed']} | {px_name} | {t[px_name]} | {t['synflow']} | {t['ntk_sap']} | "
+                     f"{a['layers_more']}/{a['layers_equal']}/{a['layers_fewer']} | "
+                     f"{b['layers_more']}/{b['layers_equal']}/{b['layers_fewer']} |")
     return "\n".join(L) + "\n"
 
 

@@ -229,7 +229,8 @@ def summarize(rows: list[dict], a, planned: int) -> str:
     groups = _groups(rows)
     lines = [f"# Tickets study ({len(rows)} of {planned} planned runs done"
              f"{'' if len(rows) >= planned else ': PARTIAL'})", "",
-             f"Command: `.venv/bin/python benchmarks/study_tickets.py {' '.join(sys.argv[1:])}`".rstrip(), ""]
+             "Made by `.venv/bin/python benchmarks/study_tickets.py` with the settings below (resumable; run in "
+             "chunks with `--seeds S --only GLOB`; `--report-only` rewrites this file from the finished runs).", ""]
     for regime in ("scratch", "pretrained"):
         rr = [r for r in rows if r["regime"] == regime]
         if not rr:
@@ -240,7 +241,9 @@ def summarize(rows: list[dict], a, planned: int) -> str:
         else:
             lines.append(f"## Pretrained: EfficientNet-Lite0 (ImageNet) on animal-mnist, {st['size']} px")
         decay = " (x0.1 at 50 % and 75 % of the epochs)" if st["epochs"] > 1 else ""
-        lines += ["", f"Schedule: {st['epochs']} epoch(s), batch {st['batch_size']}, SGD lr {st['lr']}{decay}, "
+        lines += ["", f"Settings: `--regime {regime} --epochs {st['epochs']}`" if regime == "scratch" else
+                  f"Settings: `--regime {regime} --pt-epochs {st['epochs']} --pt-size {st['size']}`",
+                  "", f"Schedule: {st['epochs']} epoch(s), batch {st['batch_size']}, SGD lr {st['lr']}{decay}, "
                       f"momentum 0.9, wd 1e-4, pad-4 crop + flip; train "
                       f"{st['train_subset'] or 'all 8,000'} / test {st['val_subset'] or 'all 2,000'} examples; "
                       f"pruning split k={st['k']}/class; {st['rounds']} rounds for iterative methods. `+guard`: the "

@@ -79,6 +79,8 @@ FAMILIES = [
     ("deit_tiny_patch16_224", {"img_size": 64}, 64),
     ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 2, "embed_dim": 24, "depths": (1, 1, 2, 1),
                                       "num_heads": (1, 2, 2, 4)}, 64),
+    # Z1 cancels at random init (condition 3.5e5): A and J rerun in float64 (px.Z1_CANCELLATION_LIMIT); 0.16 before
+    ("efficientnet_b0", {}, 64),
 ]
 
 
@@ -105,6 +107,19 @@ def test_float32_and_float64_round1_scores_agree(name, kwargs, size, fixture_thr
 def test_derivative_gate_is_well_posed_too(name, kwargs, size):
     s32, s64 = _f32_f64(name, kwargs, size, gate="derivative")
     assert _rel_err(s32, s64) <= 1e-4
+
+
+def test_ill_conditioned_z1_reruns_a_and_j_in_float64_and_says_so():
+    """The fallback is taken where Z1 cancels (efficientnet_b0 at random init) and nowhere else (ReLU nets keep
+    their speed and their bit-identical scores); the record says which precision and condition each round had."""
+    notes = {}
+    for name in ("efficientnet_b0", "resnet18"):
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=4).eval()
+        res = px_hub.prune_with_record(model, [_batch(4, 64)], method="px", sparsity=0.5, rounds=1, progress=False)
+        notes[name] = res.record["method_notes"]["px"]
+    assert notes["efficientnet_b0"]["z1_precision"] == "float64" and notes["efficientnet_b0"]["z1_condition"] > 1e4
+    assert notes["resnet18"]["z1_precision"] == "float32" and notes["resnet18"]["z1_condition"] < 84
 
 
 def test_gate_option_is_validated():
