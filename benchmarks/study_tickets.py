@@ -1,6 +1,6 @@
 """Tickets study (issue 9): which pruning method, and which PX variant, gives tickets that train best? (offline, CPU)
 
-Two regimes, each run = prune once, then train with one fixed schedule, then evaluate on the test split:
+Three regimes, each run = prune once, then train with one fixed schedule, then evaluate on the test split:
 
 - **scratch** (the paper's CIFAR setting, on animal-mnist): ResNet-20 at a random init (seed = run seed), 32 px,
   pruned on a class-balanced split (k=10 per class, one batch of 100) with each method at each sparsity, then
@@ -9,6 +9,13 @@ Two regimes, each run = prune once, then train with one fixed schedule, then eva
 - **pretrained** (the paper's transfer setting): the built-in EfficientNet-Lite0 (ImageNet weights; a new 10-class
   head drawn with the run seed), pruned on animal-mnist at ``--pt-size`` px (the PX scores use its pretrained
   BatchNorm statistics), then fine-tuned on a ``--pt-train-subset`` subset (evaluated on ``--pt-val-subset``).
+- **arch** (issue 10: do the tickets of GELU/LayerNorm/attention networks learn?): a small ViT (``arch_vit``) and a
+  small ConvNeXt (``arch_convnext``), both timm architectures shaped for 32 px and 10 classes and registered in timm
+  by this script (``study_vit_32``, ``study_convnext_32``; see ``ARCH_MODELS``), at a random init (seed = run seed),
+  pruned like the scratch regime (k=10 per class, one batch of 100) with px, magnitude, snip, synflow and random at
+  ``--arch-sparsities`` (0.9), then trained from scratch on all of animal-mnist with the ``animal_mnist_resnet20``
+  recipe's data and augmentation but AdamW (``--arch-optim``, ``--arch-lr``, ``--arch-wd``) for ``--arch-epochs``
+  epochs (lr x0.1 at 50 % and 75 %). Seeds 0 1 by default. Its plot is ``study_tickets_arch.png``.
 
 PX variants (``px``, ``px_official``, ``px_2024``) run raw (``guard=False``) *and* guarded (``+guard``); the
 baselines run raw, as published. Every run also records the ticket's health (dead classes, empty / nearly empty
@@ -23,11 +30,15 @@ changes the result); a rerun skips finished runs. Chunk a long study with ``--on
     .venv/bin/python benchmarks/study_tickets.py --report-only          # tables + plot from the finished runs
     .venv/bin/python benchmarks/study_tickets.py --epochs 1 --train-subset 256 --rounds 2 --seeds 0 \\
         --out /tmp/study_smoke                                          # smoke test (minutes)
+    .venv/bin/python benchmarks/study_tickets.py --regime arch --arch-epochs 1 --arch-train-subset 256 \\
+        --arch-val-subset 200 --rounds 2 --seeds 0 --out /tmp/arch_smoke    # arch smoke test (minutes)
 
-Outputs: ``benchmarks/results/study_tickets.{md,json,png}`` (next to ``--out``).
+Outputs: ``benchmarks/results/study_tickets.{md,json,png}`` and ``study_tickets_arch.png`` (next to ``--out``); the
+tables cover the regimes of this command (``--regime all --report-only`` with the flags of the runs: all of them).
 
 Size of the default plan: scratch 13 variants x 3 sparsities x 3 seeds + 3 dense = 120 runs; pretrained (6 methods +
-2 guarded) x 2 sparsities x 3 seeds + 3 dense = 51 runs. The scratch schedule (``--epochs``, default 12) is NOT
+2 guarded) x 2 sparsities x 3 seeds + 3 dense = 51 runs; arch 2 models x (5 methods x 1 sparsity + dense) x 2 seeds
+= 24 runs. The scratch schedule (``--epochs``, default 12) is NOT
 calibrated: the issue asks for one schedule long enough that dense reaches >= 85 % top-1; check it first with
 ``--regime scratch --only 'scratch-dense-*' --seeds 0`` and pick ``--epochs`` (changing it changes the config hash, so
 runs of another schedule are never mixed in). Pruning cost per run (100 rounds on the fixture-size split, quiet
@@ -63,12 +74,47 @@ PX_VARIANTS = ("px", "px_official", "px_2024")
 SCRATCH_METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "synflow_l2", "ntk_sap", *PX_VARIANTS]
 PRETRAINED_METHODS = ["px", "px_2024", "magnitude", "snip", "synflow", "random"]
 PRETRAINED_MODEL = "builtin:efficientnet_lite0"
+ARCH_METHODS = ["px", "magnitude", "snip", "synflow", "random"]
+ARCH_EPOCHS, ARCH_LR, ARCH_WD = 6, 1e-3, 0.05  # calibration: see the arch section of the report
+_CIFAR_CFG = {"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bilinear", "num_classes": 10,
+              "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616), "url": "", "hf_hub_id": None,
+              "tag": None}  # cifar_resnet20's preprocessing, so every scratch model sees the same inputs
+# arch regime: short name -> (timm name registered below, timm architecture it is made of, its shape, description)
+ARCH_MODELS = {
+    "vit": ("study_vit_32", "vit_tiny_patch16_224",
+            {"img_size": 32, "patch_size": 4, "embed_dim": 128, "depth": 6, "num_heads": 4},
+            "ViT (patch 4 on 32 px = 64 tokens + class token, dim 128, depth 6, 4 heads, GELU, LayerNorm)"),
+    "convnext": ("study_convnext_32", "convnext_atto", {"patch_size": 2},
+                 "ConvNeXt-Atto (2x2 stem so 32 px gives 16/8/4/2 px stages, depths 2-2-6-2, dims 40-320)"),
+}
+
+
+def _register_arch_models() -> None:
+    """Register the arch regime's models in timm, so ``load_backbone`` and the runs' ``ModelSpec`` name them."""
+    import timm
+    from timm.models import register_model
+
+    def entry(name, base, shape):
+        def fn(pretrained: bool = False, **kwargs):
+            if pretrained:
+                raise px_hub.errors.InvalidArgumentError(f"{name} has no pretrained weights; use pretrained=False")
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}  # timm passes pretrained_cfg=None
+            return timm.create_model(base, pretrained=False, **{"num_classes": 10, **shape, **kwargs},
+                                     pretrained_cfg_overlay={**_CIFAR_CFG, "architecture": name})
+        fn.__name__ = fn.__qualname__ = name
+        fn.__module__ = __name__ if __name__ in sys.modules else "__main__"  # timm files it under its module
+        return fn
+
+    for name, base, shape, _ in ARCH_MODELS.values():
+        if not timm.is_model(name):
+            register_model(entry(name, base, shape))
+
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--regime", choices=("all", "scratch", "pretrained"), default="all")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--regime", choices=("all", "scratch", "pretrained", "arch"), default="all")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (arch: 0 1)")
     p.add_argument("--guarded", nargs="+", default=list(PX_VARIANTS),
                    help="methods that also run with the guard (as METHOD+guard); the others run raw only")
     p.add_argument("--rounds", type=int, default=100,
@@ -92,6 +138,17 @@ def parse_args(argv=None):
     p.add_argument("--pt-batch-size", type=int, default=64)
     p.add_argument("--pt-train-subset", type=int, default=2000)
     p.add_argument("--pt-val-subset", type=int, default=1000)
+    # arch regime
+    p.add_argument("--arch-models", nargs="+", choices=sorted(ARCH_MODELS), default=list(ARCH_MODELS))
+    p.add_argument("--arch-methods", nargs="+", default=ARCH_METHODS)
+    p.add_argument("--arch-sparsities", nargs="+", type=float, default=[0.9])
+    p.add_argument("--arch-epochs", type=int, default=ARCH_EPOCHS, help="arch schedule (lr x0.1 at 50 %% and 75 %%)")
+    p.add_argument("--arch-optim", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--arch-lr", type=float, default=ARCH_LR)
+    p.add_argument("--arch-wd", type=float, default=ARCH_WD, help="weight decay (AdamW: decoupled)")
+    p.add_argument("--arch-batch-size", type=int, default=128)
+    p.add_argument("--arch-train-subset", type=int, default=None, help="train examples (default: all 8,000)")
+    p.add_argument("--arch-val-subset", type=int, default=None, help="test examples (default: all 2,000)")
     # running
     p.add_argument("--only", default="*", help="glob on run keys (e.g. 'scratch-px_2024*'); others are skipped")
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (chunking)")
@@ -107,6 +164,10 @@ def regime_settings(a, regime: str) -> dict:
     """Everything that changes a run's result, per regime (hashed into the run's file name)."""
     common = {"rounds": a.rounds, "k": a.k, "torch": torch.__version__.split("+")[0],
               "px_hub": px_hub.__version__}
+    if regime.startswith("arch_"):
+        return {**common, "model": ARCH_MODELS[regime[len("arch_"):]][0], "pretrained": False, "size": 32,
+                "epochs": a.arch_epochs, "batch_size": a.arch_batch_size, "optim": a.arch_optim, "lr": a.arch_lr,
+                "weight_decay": a.arch_wd, "train_subset": a.arch_train_subset, "val_subset": a.arch_val_subset}
     if regime == "scratch":
         return {**common, "model": "cifar_resnet20", "pretrained": False, "size": 32, "epochs": a.epochs,
                 "batch_size": a.batch_size, "lr": a.lr, "train_subset": a.train_subset, "val_subset": a.val_subset}
@@ -124,15 +185,24 @@ def variants(methods, guarded) -> list[tuple[str, bool]]:
     return out
 
 
+def regimes_of(a) -> list[str]:
+    arch = [f"arch_{m}" for m in a.arch_models]
+    return {"all": ["scratch", "pretrained", *arch], "arch": arch}.get(a.regime, [a.regime])
+
+
 def plan(a) -> list[dict]:
-    regimes = ["scratch", "pretrained"] if a.regime == "all" else [a.regime]
     runs = []
-    for regime in regimes:
-        methods, sparsities = ((a.methods, a.sparsities) if regime == "scratch" else (a.pt_methods, a.pt_sparsities))
+    for regime in regimes_of(a):
+        if regime.startswith("arch_"):  # the baselines and px run raw only (no guard)
+            methods, sparsities, guarded, seeds = a.arch_methods, a.arch_sparsities, (), a.seeds or [0, 1]
+        else:
+            methods, sparsities = ((a.methods, a.sparsities) if regime == "scratch" else
+                                   (a.pt_methods, a.pt_sparsities))
+            guarded, seeds = a.guarded, a.seeds or [0, 1, 2]
         settings = regime_settings(a, regime)
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        for seed in a.seeds:  # seed-major: a partial study still compares every method
-            cells = [(m, g, s) for s in sparsities for m, g in variants(methods, a.guarded)]
+        for seed in seeds:  # seed-major: a partial study still compares every method
+            cells = [(m, g, s) for s in sparsities for m, g in variants(methods, guarded)]
             if a.dense:
                 cells.insert(0, ("dense", False, 0.0))
             for m, g, s in cells:
@@ -159,6 +229,8 @@ def _recipe(a, run: dict):
         over.append(f"data.val_subset={st['val_subset']}")
     if run["regime"] == "pretrained":
         over += [f"model.name={PRETRAINED_MODEL}", "model.pretrained=true", "augment.crop_pct=1.0"]
+    if run["regime"].startswith("arch_"):
+        over += [f"model.name={st['model']}", f"optim.name={st['optim']}", f"optim.weight_decay={st['weight_decay']}"]
     return load_recipe("animal_mnist_resnet20", over)
 
 
@@ -231,20 +303,28 @@ def summarize(rows: list[dict], a, planned: int) -> str:
              f"{'' if len(rows) >= planned else ': PARTIAL'})", "",
              "Made by `.venv/bin/python benchmarks/study_tickets.py` with the settings below (resumable; run in "
              "chunks with `--seeds S --only GLOB`; `--report-only` rewrites this file from the finished runs).", ""]
-    for regime in ("scratch", "pretrained"):
+    for regime in ("scratch", "pretrained", *(f"arch_{m}" for m in ARCH_MODELS)):
         rr = [r for r in rows if r["regime"] == regime]
         if not rr:
             continue
         st = rr[0]["settings"]
+        optim = "SGD lr {lr}{decay}, momentum 0.9, wd 1e-4"
         if regime == "scratch":
             lines.append(f"## Scratch: ResNet-20 (random init) on animal-mnist, {st['size']} px")
-        else:
+        elif regime == "pretrained":
             lines.append(f"## Pretrained: EfficientNet-Lite0 (ImageNet) on animal-mnist, {st['size']} px")
+        else:
+            lines.append(f"## Arch: {ARCH_MODELS[regime[len('arch_'):]][3]}, `{st['model']}` (random init) on "
+                         f"animal-mnist, {st['size']} px")
+            optim = (f"SGD lr {{lr}}{{decay}}, momentum 0.9, wd {st['weight_decay']}" if st["optim"] == "sgd" else
+                     f"AdamW lr {{lr}}{{decay}}, betas (0.9, 0.999), decoupled wd {st['weight_decay']}")
         decay = " (x0.1 at 50 % and 75 % of the epochs)" if st["epochs"] > 1 else ""
-        lines += ["", f"Settings: `--regime {regime} --epochs {st['epochs']}`" if regime == "scratch" else
-                  f"Settings: `--regime {regime} --pt-epochs {st['epochs']} --pt-size {st['size']}`",
-                  "", f"Schedule: {st['epochs']} epoch(s), batch {st['batch_size']}, SGD lr {st['lr']}{decay}, "
-                      f"momentum 0.9, wd 1e-4, pad-4 crop + flip; train "
+        flags = {"scratch": f"--regime scratch --epochs {st['epochs']}",
+                 "pretrained": f"--regime pretrained --pt-epochs {st['epochs']} --pt-size {st['size']}"}
+        flag = flags.get(regime, f"--regime arch --arch-epochs {st['epochs']}")
+        lines += ["", f"Settings: `{flag}`",
+                  "", f"Schedule: {st['epochs']} epoch(s), batch {st['batch_size']}, "
+                      f"{optim.format(lr=st['lr'], decay=decay)}, pad-4 crop + flip; train "
                       f"{st['train_subset'] or 'all 8,000'} / test {st['val_subset'] or 'all 2,000'} examples; "
                       f"pruning split k={st['k']}/class; {st['rounds']} rounds for iterative methods. `+guard`: the "
                       "ticket-health guard on; otherwise the raw method. Dead classes / empty layers: mean per run.",
@@ -264,6 +344,11 @@ def summarize(rows: list[dict], a, planned: int) -> str:
                          f"{_ms([r['top1'] for r in g])} | {_ms([r['top5'] for r in g if r.get('top5') is not None])} "
                          f"| {mean('dead_classes')} | {mean('empty_layers')} | {mean('nearly_empty_layers')} | "
                          f"{mean('guard_restored')} | {mean('prune_seconds')} |")
+        dense = [r["history"] for r in rr if r["method"] == "dense" and r.get("history")]
+        if regime.startswith("arch_") and dense:  # how far the schedule takes the dense network
+            curve = [statistics.mean(h[e]["top_1_accuracy"] for h in dense) for e in range(min(map(len, dense)))]
+            lines += ["", f"Dense test top-1 % after each epoch (mean of {len(dense)} seed(s)): "
+                          + ", ".join(f"{100 * v:.1f}" for v in curve) + "."]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -302,6 +387,43 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_arch(rows: list[dict], path: Path) -> None:
+    """The arch regime: one panel per model, top-1 of each method at each sparsity (mean ± sd over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = [f"arch_{m}" for m in ARCH_MODELS if any(x["regime"] == f"arch_{m}" for x in rows)]
+    if not regimes:
+        return
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 4.2), squeeze=False)
+    groups = _groups(rows)
+    for ax, regime in zip(axes[0], regimes):
+        cells = sorted((k for k in groups if k[0] == regime and k[2] != "dense"),
+                       key=lambda k: (k[1], -statistics.mean(r["top1"] for r in groups[k])))
+        vals = [[100 * r["top1"] for r in groups[k]] for k in cells]
+        ax.bar(range(len(cells)), [statistics.mean(v) for v in vals],
+               yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals], capsize=3,
+               color=["C3" if k[2] == "px" else "C0" for k in cells])
+        for i, v in enumerate(vals):
+            ax.plot([i] * len(v), v, "k.", ms=4)
+        multi = len({k[1] for k in cells}) > 1
+        ax.set_xticks(range(len(cells)), [k[2] + (f"\n{k[1]}" if multi else "") for k in cells], fontsize=8)
+        dense = [100 * r["top1"] for r in rows if r["regime"] == regime and r["method"] == "dense"]
+        if dense:
+            ax.axhline(statistics.mean(dense), color="k", lw=1, ls=":",
+                       label=f"dense ({statistics.mean(dense):.1f})")
+            ax.legend(fontsize=8, loc="lower right")
+        sp = ", ".join(f"{100 * s:g}" for s in sorted({k[1] for k in cells}))
+        ax.set_title(f"{ARCH_MODELS[regime[len('arch_'):]][0]} from scratch, sparsity {sp} %\n"
+                     "animal-mnist (bars: mean ± sd, dots: seeds)", fontsize=9)
+        ax.set_ylabel("top-1 %")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_outputs(a, planned: int) -> list[dict]:
     rows = []
     for f in sorted((a.out / "runs").glob("*/*.json")):
@@ -313,6 +435,7 @@ def write_outputs(a, planned: int) -> list[dict]:
     Path(f"{base}.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "history"} for r in rows],
                                                indent=1) + "\n")
     plot(rows, Path(f"{base}.png"))
+    plot_arch(rows, Path(f"{base}_arch.png"))
     return rows
 
 
@@ -323,6 +446,7 @@ def plan_all(a) -> list[dict]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    _register_arch_models()
     torch.set_num_threads(a.threads)
     todo = plan(a)
     planned = len(plan_all(a))

@@ -70,6 +70,22 @@ def test_px_ticket_trains_keeps_zeros_and_records_results(digits, px_ticket, tmp
     assert "model-index" in (folder / "README.md").read_text()
 
 
+def test_adamw_trains_a_masked_network_and_keeps_its_zeros(digits, tmp_path):
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    m = timm.create_model("cifar_resnet20", num_classes=10)
+    mask = px_hub.Mask({n: torch.rand(p.shape, generator=torch.Generator().manual_seed(len(n))) > 0.5
+                        for n, p in m.named_parameters() if p.dim() > 1})
+    recipe = load_recipe("digits_resnet20", TINY + ["train.epochs=2", "optim.name=adamw", "optim.lr=3e-3",
+                                                    "optim.weight_decay=0.05"])
+    res = finetune(recipe, model=m, mask=mask, output_dir=tmp_path / "run", train_data=digits[0],
+                   val_data=digits[1], progress=False)
+    assert res.metrics["top_1_accuracy"] > 0.3, res.history  # chance is 0.1
+    params = dict(res.model.named_parameters())
+    assert all(int((params[k].detach()[~keep] != 0).sum()) == 0 for k, keep in mask.items())
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").optim.name == "adamw"
+
+
 class _Interrupt(Exception):
     pass
 

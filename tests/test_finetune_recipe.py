@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from px_hub.errors import InvalidArgumentError, UnknownNameError
 from px_hub.finetune import available_recipes, load_recipe, lr_at_epoch
+from px_hub.finetune.trainer import make_optimizer
 
 TABLE3 = {  # name: (lr, milestones, momentum, wd, epochs, batch, nesterov)
     "cifar10_resnet20": (0.1, [80, 120], 0.9, 1e-4, 160, 128, False),
@@ -59,6 +61,8 @@ def test_overrides_hash_and_round_trip(tmp_path):
     (["optim.milestones=[5, 2]"], "increasing"),
     (["augment.policy=autoaugment"], "augment.policy must be one of"),
     (["train.epochs"], "key=value"),
+    (["optim.name=adam"], "optim.name must be one of sgd, adamw"),
+    (["optim.name=adamw", "optim.nesterov=true"], "nesterov is an SGD option"),
 ])
 def test_bad_overrides(override, words):
     with pytest.raises(InvalidArgumentError, match=words):
@@ -73,3 +77,16 @@ def test_unknown_recipe_names_the_choices():
 def test_step_decay():
     assert [round(lr_at_epoch(0.1, e, [80, 120], 0.1), 6) for e in (0, 79, 80, 119, 120, 159)] == \
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+
+
+def test_optimizer_choice():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    sgd = make_optimizer(load_recipe("cifar10_resnet20"), model)
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+    r = load_recipe("cifar10_resnet20", ["optim.name=adamw", "optim.lr=2e-3", "optim.weight_decay=0.05"])
+    adamw = make_optimizer(r, model)
+    assert type(adamw) is torch.optim.AdamW
+    assert (adamw.defaults["lr"], adamw.defaults["weight_decay"], adamw.defaults["betas"]) == (2e-3, 0.05, (0.9, 0.999))
+    assert [g["base_lr"] for g in adamw.param_groups] == [2e-3]  # the step decay scales base_lr
+    assert sum(len(g["params"]) for g in adamw.param_groups) == 4
+    assert r.hash() != load_recipe("cifar10_resnet20", ["optim.lr=2e-3", "optim.weight_decay=0.05"]).hash()

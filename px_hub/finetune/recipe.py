@@ -25,7 +25,7 @@ from ..errors import InvalidArgumentError, UnknownNameError
 
 TASKS = ("classification", "segmentation")
 AUGMENT_POLICIES = ("none", "cifar", "tinyimagenet", "imagenet", "voc")
-OPTIMIZERS = ("sgd",)
+OPTIMIZERS = ("sgd", "adamw")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 
@@ -71,10 +71,13 @@ class PruneHP:
 
 @dataclass
 class OptimHP:
+    """``sgd`` (momentum, nesterov) or ``adamw`` (betas (0.9, 0.999), decoupled ``weight_decay``; momentum and
+    nesterov are SGD's only). Both follow the step decay of ``milestones``/``gamma``."""
+
     name: str = "sgd"
     lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     weight_decay: float = 1e-4
     milestones: list[int] = field(default_factory=list)  # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
@@ -191,6 +194,8 @@ class Recipe:
             bad(f"optim.milestones must be increasing epochs, got {self.optim.milestones}")
         if self.optim.nesterov and self.optim.momentum == 0:
             bad("optim.nesterov needs optim.momentum > 0")
+        if self.optim.nesterov and self.optim.name != "sgd":
+            bad("optim.nesterov is an SGD option; set optim.nesterov=false for optim.name=adamw")
         lo, hi = self.augment.scale
         if not 0 < lo <= hi:
             bad(f"augment.scale must be (min, max) with 0 < min <= max, got {self.augment.scale}")

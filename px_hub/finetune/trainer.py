@@ -209,6 +209,8 @@ def make_optimizer(recipe: Recipe, model: nn.Module):
                   {"params": model.head_parameters(), "base_lr": o.lr * o.head_lr_mult}]
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "base_lr": o.lr}]
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
 
 
