@@ -66,7 +66,9 @@ import torch  # noqa: E402
 import px_hub  # noqa: E402  (torchvision fix, timm registrations)
 from px_hub import pipeline  # noqa: E402
 from px_hub.data import load_image_dataset  # noqa: E402
+from px_hub.errors import InvalidArgumentError  # noqa: E402
 from px_hub.finetune import finetune, load_recipe  # noqa: E402
+from px_hub.finetune.recipe import OPTIMIZERS  # noqa: E402
 from px_hub.spec import DataSpec, ModelSpec, PruneSpec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -97,7 +99,7 @@ def _register_arch_models() -> None:
     def entry(name, base, shape):
         def fn(pretrained: bool = False, **kwargs):
             if pretrained:
-                raise px_hub.errors.InvalidArgumentError(f"{name} has no pretrained weights; use pretrained=False")
+                raise InvalidArgumentError(f"{name} has no pretrained weights; use pretrained=False")
             kwargs = {k: v for k, v in kwargs.items() if v is not None}  # timm passes pretrained_cfg=None
             return timm.create_model(base, pretrained=False, **{"num_classes": 10, **shape, **kwargs},
                                      pretrained_cfg_overlay={**_CIFAR_CFG, "architecture": name})
@@ -108,7 +110,6 @@ def _register_arch_models() -> None:
     for name, base, shape, _ in ARCH_MODELS.values():
         if not timm.is_model(name):
             register_model(entry(name, base, shape))
-
 
 
 def parse_args(argv=None):
@@ -143,7 +144,7 @@ def parse_args(argv=None):
     p.add_argument("--arch-methods", nargs="+", default=ARCH_METHODS)
     p.add_argument("--arch-sparsities", nargs="+", type=float, default=[0.9])
     p.add_argument("--arch-epochs", type=int, default=ARCH_EPOCHS, help="arch schedule (lr x0.1 at 50 %% and 75 %%)")
-    p.add_argument("--arch-optim", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--arch-optim", choices=OPTIMIZERS, default="adamw")
     p.add_argument("--arch-lr", type=float, default=ARCH_LR)
     p.add_argument("--arch-wd", type=float, default=ARCH_WD, help="weight decay (AdamW: decoupled)")
     p.add_argument("--arch-batch-size", type=int, default=128)
@@ -326,8 +327,10 @@ def summarize(rows: list[dict], a, planned: int) -> str:
                   "", f"Schedule: {st['epochs']} epoch(s), batch {st['batch_size']}, "
                       f"{optim.format(lr=st['lr'], decay=decay)}, pad-4 crop + flip; train "
                       f"{st['train_subset'] or 'all 8,000'} / test {st['val_subset'] or 'all 2,000'} examples; "
-                      f"pruning split k={st['k']}/class; {st['rounds']} rounds for iterative methods. `+guard`: the "
-                      "ticket-health guard on; otherwise the raw method. Dead classes / empty layers: mean per run.",
+                      f"pruning split k={st['k']}/class; {st['rounds']} rounds for iterative methods. "
+                      + ("Every method raw (no guard). " if regime.startswith("arch_") else
+                         "`+guard`: the ticket-health guard on; otherwise the raw method. ")
+                      + "Dead classes / empty layers: mean per run.",
                   "", "| sparsity | method | runs | top-1 % (mean ± sd) | top-5 % | dead classes | empty layers | "
                       "nearly empty | guard restored | prune s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]

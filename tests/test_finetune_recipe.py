@@ -86,7 +86,8 @@ def test_optimizer_choice():
     r = load_recipe("cifar10_resnet20", ["optim.name=adamw", "optim.lr=2e-3", "optim.weight_decay=0.05"])
     adamw = make_optimizer(r, model)
     assert type(adamw) is torch.optim.AdamW
-    assert (adamw.defaults["lr"], adamw.defaults["weight_decay"], adamw.defaults["betas"]) == (2e-3, 0.05, (0.9, 0.999))
+    d = adamw.defaults
+    assert (d["lr"], d["weight_decay"], d["betas"]) == (2e-3, 0.05, (0.9, 0.999))
     assert [g["base_lr"] for g in adamw.param_groups] == [2e-3]  # the step decay scales base_lr
     assert sum(len(g["params"]) for g in adamw.param_groups) == 4
     assert r.hash() != load_recipe("cifar10_resnet20", ["optim.lr=2e-3", "optim.weight_decay=0.05"]).hash()
