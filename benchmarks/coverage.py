@@ -1,4 +1,7 @@
-"""Which timm families PX prunes: one small random-init model per family, 2 PX rounds (not a test).
+"""Which backbone families PX prunes: one small random-init model per family, 2 PX rounds (not a test).
+
+timm families by name; then the other sources px-hub loads (transformers image classifiers from configs, an
+open_clip ViT tower, a DINO ViT through the ``dino:`` loader from a local checkpoint), built small at random init.
 
 For each model: works / refused (the one-line reason px-hub gives) / crash (a bug), seconds per PX round,
 PX round ÷ one plain forward+backward (train mode, cross-entropy) on the same batch, float32-vs-float64 agreement
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import pathlib
 import statistics
 import time
@@ -62,6 +66,61 @@ FAMILIES = {
 }
 
 
+def _transformers(kind: str):
+    import transformers as tf
+
+    common = {"num_labels": 4}
+    cfg = {
+        "resnet": lambda: tf.ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+                                          layer_type="bottleneck", **common),
+        "vit": lambda: tf.ViTConfig(image_size=64, patch_size=16, hidden_size=96, num_hidden_layers=4,
+                                    num_attention_heads=3, intermediate_size=384, **common),
+        "convnext": lambda: tf.ConvNextConfig(hidden_sizes=[24, 48, 96, 192], depths=[1, 1, 2, 1], **common),
+        "swin": lambda: tf.SwinConfig(image_size=64, patch_size=4, embed_dim=24, depths=[1, 1, 2, 1],
+                                      num_heads=[1, 2, 2, 4], window_size=2, **common),
+        "dinov2": lambda: tf.Dinov2Config(image_size=56, patch_size=14, hidden_size=96, num_hidden_layers=4,
+                                          num_attention_heads=3, **common),
+    }[kind]()
+    return tf.AutoModelForImageClassification.from_config(cfg)
+
+
+def _open_clip_vit(tmp: pathlib.Path):
+    import open_clip
+
+    from px_hub.backbones import load_backbone
+
+    cfg = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 4, "width": 96, "patch_size": 16,
+                                           "head_width": 32},
+           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+    (tmp / "PXCoverageViT.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp)
+    return load_backbone("open_clip:PXCoverageViT", num_classes=4, pretrained=False).model
+
+
+def _dino_vit(tmp: pathlib.Path):
+    import timm
+    import torch
+
+    from px_hub.backbones import load_backbone
+
+    torch.manual_seed(0)  # a checkpoint in the official DINO ViT-S/16 layout (backbone keys, no head)
+    state = {k: v for k, v in timm.create_model("vit_small_patch16_224", num_classes=0).state_dict().items()}
+    torch.save(state, tmp / "dino_deitsmall16_pretrain.pth")
+    return load_backbone(f"dino:vit_small_patch16_224={tmp / 'dino_deitsmall16_pretrain.pth'}", num_classes=4).model
+
+
+# family -> (how px-hub users name it, builder(tmp dir) -> model, input size)
+OTHER_SOURCES = {
+    "transformers ResNet": ("`ResNetForImageClassification` (config)", lambda t: _transformers("resnet"), 64),
+    "transformers ViT": ("`ViTForImageClassification` (config)", lambda t: _transformers("vit"), 64),
+    "transformers ConvNeXt": ("`ConvNextForImageClassification` (config)", lambda t: _transformers("convnext"), 64),
+    "transformers Swin": ("`SwinForImageClassification` (config)", lambda t: _transformers("swin"), 64),
+    "transformers DINOv2": ("`Dinov2ForImageClassification` (config)", lambda t: _transformers("dinov2"), 56),
+    "open_clip ViT": ("`open_clip:` ViT tower (config)", _open_clip_vit, 64),
+    "DINO ViT": ("`dino:vit_small_patch16_224=FILE`", _dino_vit, 224),
+}
+
+
 def _rel_err(a, b):
     out = 0.0
     for k in b:
@@ -91,7 +150,9 @@ def _fwd_bwd_seconds(model, x, y, repeats=3):
     return statistics.median(ts)
 
 
-def run_family(family, name, kwargs, size, batch):
+def run_family(family, name, kwargs, size, batch, build=None):
+    import tempfile
+
     import timm
     import torch
 
@@ -101,8 +162,12 @@ def run_family(family, name, kwargs, size, batch):
     row = {"family": family, "model": name, "kwargs": kwargs, "input": size, "batch": batch}
     try:
         torch.manual_seed(0)
-        model = timm.create_model(name, pretrained=False, num_classes=4, **kwargs).eval()
-    except Exception as e:  # a variant timm cannot build at this size: not PX's verdict
+        if build is None:
+            model = timm.create_model(name, pretrained=False, num_classes=4, **kwargs).eval()
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                model = build(pathlib.Path(tmp)).eval()
+    except Exception as e:  # a variant that cannot be built at this size: not PX's verdict
         row.update(status="not built", reason=f"{type(e).__name__}: {e}"[:300])
         return row
     g = torch.Generator().manual_seed(0)
@@ -133,18 +198,22 @@ def run_family(family, name, kwargs, size, batch):
     return row
 
 
+def _label(r) -> str:
+    return r["model"] if r["model"].startswith("`") else f"`{r['model']}`"
+
+
 def markdown(rows, header):
     lines = [header, "", "| family | model (input) | status | s / round | PX round ÷ fwd+bwd | f32 vs f64 "
                          "| gate-scored | reason / note |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "works":
             note = f"{r['zero_score_layers']} layer(s) with all-zero scores" if r["zero_score_layers"] else ""
-            lines.append(f"| {r['family']} | `{r['model']}` ({r['input']} px, batch {r['batch']}) | works | "
+            lines.append(f"| {r['family']} | {_label(r)} ({r['input']} px, batch {r['batch']}) | works | "
                          f"{r['seconds_per_round']:.2f} | {r['px_round_over_fwd_bwd']:.1f} | {r['f32_vs_f64']:.1e} | "
                          f"{100 * r['gate_scored_fraction']:.1f} % | {note} |")
         else:
             reason = r["reason"].replace("|", "\\|")
-            lines.append(f"| {r['family']} | `{r['model']}` ({r['input']} px, batch {r['batch']}) | {r['status']} "
+            lines.append(f"| {r['family']} | {_label(r)} ({r['input']} px, batch {r['batch']}) | {r['status']} "
                          f"| | | | | {reason} |")
     return "\n".join(lines) + "\n"
 
@@ -157,31 +226,37 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
-    fams = {k: v for k, v in FAMILIES.items() if args.only is None or k in args.only.split(",")}
+    every = {**{k: (*v, None) for k, v in FAMILIES.items()},
+             **{k: (label, {}, size, build) for k, (label, build, size) in OTHER_SOURCES.items()}}
+    fams = {k: v for k, v in every.items() if args.only is None or k in args.only.split(",")}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "coverage.json"
     # rows of families not rerun are kept, so the table can be built in parts (--only)
     old = {r["family"]: r for r in json.loads(path.read_text())["rows"]} if path.exists() else {}
     rows = []
-    for fam, (name, kw, size) in fams.items():
-        t = time.perf_counter()
-        row = run_family(fam, name, kw, size, args.batch)
+    for fam, (name, kw, size, build) in fams.items():
+        t, load = time.perf_counter(), os.getloadavg()[0]
+        row = run_family(fam, name, kw, size, args.batch, build)
+        row["load_average"] = round(load, 2)
         row["wall_seconds"] = round(time.perf_counter() - t, 1)
         old[fam] = row
         rows.append(row)
         print(f"{fam:<28} {name:<32} {row['status']:<9} {row['wall_seconds']:6.1f}s  "
               f"{row.get('reason', '')[:110]}", flush=True)
-        ordered = [old[f] for f in FAMILIES if f in old]
-        header = (f"# PX coverage of timm families (random init, pretrained=False, 2 PX rounds to sparsity 0.5, "
+        ordered = [old[f] for f in every if f in old]
+        # rows from before loads were recorded were timed on a contended machine (load ~12)
+        load = max(r.get("load_average", 12.0) for r in ordered)
+        quiet = (f"The machine was quiet (load average ≤ {load:.1f} on {os.cpu_count()} cores at every row's start)."
+                 if load <= os.cpu_count() else
+                 f"**Some rows were timed on a contended machine (load average up to {load:.1f} on {os.cpu_count()} "
+                 "cores, per row in coverage.json): treat those seconds and ratios as rough.**")
+        header = (f"# PX coverage of backbone families (random init, pretrained=False, 2 PX rounds to sparsity 0.5, "
                   f"one batch of random images)\n\nMade by `benchmarks/coverage.py` on {torch.get_num_threads()} "
-                  "CPU threads, torch "
-                  f"{torch.__version__}. **Timings were measured on a shared, heavily contended machine (load ~12 on "
-                  "2 cores): treat seconds and ratios as rough; rerun on a quiet machine for numbers to quote.** "
+                  f"CPU threads, torch {torch.__version__}. {quiet} "
                   "f32 vs f64 = max over layers of max |s32 − s64| / max s64 for round-1 scores (well-posed: "
                   "≤ 1e-4). gate-scored = fraction of prunable weights scored by the straight-through rule (Q/K "
-                  "projections, squeeze-excite MLPs; docs/px-generalized.md). transformers, open_clip and DINO rows "
-                  "are added by the lead.")
+                  "projections, squeeze-excite MLPs; docs/px-generalized.md).")
         (out / "coverage.md").write_text(markdown(ordered, header))
         path.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rows": ordered}, indent=2))
     return rows
