@@ -104,10 +104,32 @@ def _relu_bounds(name, args, kwargs):
 
 
 def _relu_gate(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """1[lo < u < hi] as a bool tensor laid out as ``u > lo`` would be."""
+    if u.device.type == "cpu" and u.is_floating_point() and _dense_no_unit_dims(u):
+        # Same values and strides, less work on CPU: comparisons into u's dtype and one cast to bool run
+        # vectorized, ~2.5x faster than a bool-output comparison. For a dense u with no size-1 dimension
+        # ``u > lo`` returns u's strides exactly, and so do empty_like and .to (preserve_format).
+        g = torch.gt(u.detach(), lo, out=torch.empty_like(u))
+        if hi != float("inf"):
+            g.mul_(torch.lt(u.detach(), hi, out=torch.empty_like(u)))
+        return g.to(torch.bool)
     g = u > lo
     if hi != float("inf"):
         g &= u < hi
     return g
+
+
+def _dense_no_unit_dims(u: torch.Tensor) -> bool:
+    """u fills its storage span without gaps or overlaps, in some dimension order, and no dimension has size 1
+    (such a dimension's stride is arbitrary)."""
+    if u.dim() == 0 or min(u.shape) < 2:
+        return False
+    span = 1
+    for d in sorted(range(u.dim()), key=u.stride):
+        if u.stride(d) != span:
+            return False
+        span *= u.size(d)
+    return True
 
 
 def _smooth(name, args, kwargs):
@@ -532,7 +554,9 @@ class GateReplayer(_ViewMode):
             inplace, _lo, _hi = _relu_bounds(name, args, kwargs)
         else:
             u, inplace, _phi = _smooth(name, args, kwargs)
-        g = self._next(u.shape).to(u.dtype)
+        g = self._next(u.shape)
+        # a ReLU gate is bool: cast its bytes as uint8 (same 0/1 values and strides), ~6x faster on CPU than bool
+        g = (g.view(torch.uint8) if g.dtype == torch.bool else g).to(u.dtype)
         return u.mul_(g) if inplace else u * g
 
     def gate(self, name, func, args, kwargs):
