@@ -59,6 +59,9 @@ CASES = {  # name -> (label, px-hub method_options or None for the official code
     "official": ("official PX (ed6c40e code)", None),
     "pxhub": ("px-hub px (default k_batch)", {}),
     "pxhub_full": ("px-hub px k_batch=full", {"k_batch": "full"}),
+    # the allocator setting the px-hub command applies to its process (px_hub/_alloc.py), given to both codes
+    "official_alloc": ("official PX, CLI allocator", None),
+    "pxhub_alloc": ("px-hub px, CLI allocator", {}),
 }
 
 
@@ -154,7 +157,12 @@ def _worker(args) -> None:
     from safetensors.torch import save_file
 
     torch.set_num_threads(args.threads)
-    if args.worker == "official":
+    if args.worker.endswith("_alloc"):
+        from px_hub._alloc import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise SystemExit("the allocator setting needs glibc")
+    if args.worker.startswith("official"):
         sec, masks = _official_worker(args.official_dir, args.rounds, args.sparsity, args.shortcut_names)
         code = None
     else:
@@ -282,22 +290,27 @@ def main(argv=None) -> int:
                  "px_hub_file": runs[case][0]["px_hub_file"],
                  "kept": _kept(masks[case][0])}
         if fixture_setting:
-            ref = "px_official_mask" if case == "official" else "px_mask"
+            ref = "px_official_mask" if case.startswith("official") else "px_mask"
             entry["vs_fixture"] = {ref: _compare(masks[case][0], refs[ref])}
         cases[case] = entry
     gate = None
     if fixture_setting:
-        gate = cases["official"]["vs_fixture"]["px_official_mask"]["equal"]
+        gate = all(cases[c]["vs_fixture"]["px_official_mask"]["equal"] for c in ("official", "official_alloc"))
         if not gate:
             failures.append("the official code's final mask differs from px_official_mask.safetensors")
+        if cases["pxhub_alloc"]["mask_sha256"] != cases["pxhub"]["mask_sha256"]:
+            failures.append("the allocator setting changed px-hub's mask")
     off = cases["official"]["median_s"]
     ratios = {c: off / cases[c]["median_s"] for c in CASES if c != "official"}
+    ratios["pxhub_alloc_vs_official_alloc"] = cases["official_alloc"]["median_s"] / cases["pxhub_alloc"]["median_s"]
 
     print(f"\n{args.rounds} PX rounds on the reference fixture, sparsity {args.sparsity}, {args.threads} threads, "
           f"median of {args.repeats} (load average {load_before[0]:.2f} before, {load_after[0]:.2f} after)")
     print(f"{'case':<32} {'median s':>9} {'official/this':>14} {'kept':>6}  per repeat s")
     for case, e in cases.items():
         ratio = "" if case == "official" else f"{ratios[case]:.2f}x"
+        if case == "pxhub_alloc":
+            ratio += f" ({ratios['pxhub_alloc_vs_official_alloc']:.2f}x vs official_alloc)"
         print(f"{e['label']:<32} {e['median_s']:>9.2f} {ratio:>14} {e['kept']['total']:>6}  "
               + " ".join(f"{s:.2f}" for s in e["seconds"]))
     if fixture_setting:

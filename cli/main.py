@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         import px_hub
 
         px_hub._load()
+        from px_hub._alloc import keep_freed_memory
+
+        keep_freed_memory()  # this process only: PX rounds reuse freed buffers (px_hub/_alloc.py)
         return int(args.handler(args) or 0)
     except PxHubError as e:
         print(f"px-hub {args.command}: error: {e}", file=sys.stderr)

@@ -118,3 +118,12 @@ def test_help_and_argument_errors_do_not_import_torch():
                         "px_hub.cli.main.build_parser().format_help()\nprint('torch' in sys.modules)"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_cli_allocator_setting_applies_on_glibc():
+    """px_hub/_alloc.py: the px-hub command keeps freed buffers in its process (mallopt); True on Linux/glibc."""
+    import sys
+
+    from px_hub._alloc import keep_freed_memory
+
+    assert keep_freed_memory() is sys.platform.startswith("linux")
