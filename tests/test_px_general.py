@@ -331,3 +331,19 @@ def test_multihead_attention_input_projection_is_prunable_and_scored():
     s32 = px_hub.score(model, [(x, y)], method="px")
     s64 = px_hub.score(copy.deepcopy(model).double(), [(x.double(), y)], method="px")
     assert all(float(v.max()) > 0 for v in s32.values()) and _rel_err(s32, s64) <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["px", "px_2024"])
+def test_zero_initialized_head_is_refused_with_the_fix(method):
+    """timm's MLP-Mixer zero-initializes its head: every PX path ends there, so every score would be exactly 0 (the
+    mask emptied at round 1). PX refuses in one line naming the head and the fix; with a drawn head it scores."""
+    from timm.models.mlp_mixer import MlpMixer
+
+    torch.manual_seed(0)
+    model = MlpMixer(num_classes=4, img_size=32, patch_size=8, num_blocks=2, embed_dim=32).eval()
+    assert not bool(model.head.weight.any())
+    with pytest.raises(px_hub.errors.UnsupportedModelError, match=r"head\.weight is all zeros.*synflow"):
+        px_hub.score(model, [_batch(4, 32)], method=method)
+    torch.nn.init.trunc_normal_(model.head.weight, std=0.02)
+    scores = px_hub.score(model, [_batch(4, 32)], method=method)
+    assert all(float(v.max()) > 0 for v in scores.values())

@@ -91,3 +91,15 @@ class ScoringContext:
     def head_name(self) -> str | None:
         head = classifier_module(self.model)
         return head[0] if head else None
+
+    def require_live_head(self, method: str) -> None:
+        """PX's paths end in the classifier: an all-zero classifier weight (timm zero-initializes some heads, e.g.
+        MLP-Mixer's, at random init) makes every path, hence every score, exactly zero. Refuse with the fix."""
+        name = self.head_name()
+        w = getattr(dict(self.model.named_modules()).get(name), "weight", None) if name else None
+        if isinstance(w, torch.Tensor) and w.numel() and not bool(w.detach().any()):
+            raise UnsupportedModelError(
+                f"{method} cannot score this model: its classifier {name}.weight is all zeros (a zero-initialized "
+                "head, as timm gives MLP-Mixer at random init), so every path and every score is 0; load trained "
+                "weights, initialize the head (e.g. torch.nn.init.trunc_normal_(head.weight, std=0.02)), or use "
+                "a data-free method such as --method synflow")

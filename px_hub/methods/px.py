@@ -67,6 +67,7 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
     gate = ctx.options.get("gate", "ratio")
     if gate not in GATE_MODES:
         raise InvalidArgumentError(f"PX option gate must be one of {', '.join(GATE_MODES)}, got {gate!r}")
+    ctx.require_live_head("PX")
     a_params, j_params, k_params, leaves = _view_params(ctx)
     names = list(leaves)
     if k_batch == "one":

@@ -70,6 +70,7 @@ def px_2024(ctx: ScoringContext) -> dict[str, torch.Tensor]:
         raise InvalidArgumentError(f"px_2024 option arithmetic must be one of {', '.join(ARITHMETIC)}, "
                                    f"got {arithmetic!r}")
     fast = arithmetic == "fast"
+    ctx.require_live_head("px_2024")
     j_params = _j_params(ctx)
     k_params, leaves = _k_params(ctx)
     if fast:
