@@ -34,6 +34,11 @@ def call_with(model: nn.Module, overrides: dict[str, torch.Tensor], x: torch.Ten
     return logits_of(functional_call(model, overrides, (x,), strict=False))
 
 
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """oneDNN's / cuDNN's fast convolution layout for 4-D tensors (others unchanged); changes rounding, not values."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
 def accumulate_grads(acc: dict[str, torch.Tensor], out: torch.Tensor, leaves: dict[str, torch.Tensor]) -> None:
     """``acc[n] += ∂out/∂leaves[n]`` for every name of ``acc`` (float64 accumulators; unused leaves add nothing)."""
     names = list(acc)
@@ -96,7 +101,7 @@ class ScoringContext:
         """PX's paths end in the classifier: an all-zero classifier weight (timm zero-initializes some heads, e.g.
         MLP-Mixer's, at random init) makes every path, hence every score, exactly zero. Refuse with the fix."""
         name = self.head_name()
-        w = getattr(dict(self.model.named_modules()).get(name), "weight", None) if name else None
+        w = getattr(self.model.get_submodule(name), "weight", None) if name else None
         if isinstance(w, torch.Tensor) and w.numel() and not bool(w.detach().any()):
             raise UnsupportedModelError(
                 f"{method} cannot score this model: its classifier {name}.weight is all zeros (a zero-initialized "

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import DataError, InvalidArgumentError
 from ..masking.targets import param_name, weight_params
-from .context import ScoringContext, accumulate_grads
+from .context import ScoringContext, accumulate_grads, channels_last
 from .registry import register_method
 from .views import GATE_MODES, GateRecorder, GateReplayer, Linearizer
 
@@ -138,7 +138,7 @@ def _z1_sums(ctx: ScoringContext, a_params, j_params, gate: str) -> tuple[torch.
     per_batch: dict[int, torch.Tensor] = {}
     for bid, (x, _y) in zip(ctx.batch_ids, ctx.batches):
         x = x.to(next(iter(j_params.values())).dtype)
-        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and x.dtype != torch.float64 else x
+        x = x if x.dtype == torch.float64 else channels_last(x)
         z1 = _path_activations(ctx, a_params, j_params, x, gate)
         per_batch[bid] = torch.stack([z1.sum(dim=0, dtype=torch.float64), z1.abs().sum(dim=0, dtype=torch.float64)])
     parts = ctx.gather_by_id(per_batch)
@@ -161,7 +161,7 @@ def _as_float64(ctx: ScoringContext, a_params, j_params):
 
 
 def _channels_last(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in params.items()}
+    return {k: channels_last(v) for k, v in params.items()}
 
 
 @torch.no_grad()

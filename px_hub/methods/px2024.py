@@ -27,7 +27,7 @@ import torch
 
 from ..errors import InvalidArgumentError
 from ..masking.targets import weighted_modules
-from .context import ScoringContext, accumulate_grads
+from .context import ScoringContext, accumulate_grads, channels_last
 from .registry import register_method
 from .views import BatchStats, Linearizer
 
@@ -52,10 +52,6 @@ def _j_params(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return {n: ctx.masked(n).detach() for n in ctx.targets}
 
 
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
 ARITHMETIC = ("fast", "official")
 
 
@@ -74,13 +70,13 @@ def px_2024(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     j_params = _j_params(ctx)
     k_params, leaves = _k_params(ctx)
     if fast:
-        j_params = {n: _channels_last(v) for n, v in j_params.items()}
-        leaves = {n: _channels_last(v.detach()).requires_grad_(True) for n, v in leaves.items()}
-        k_params = {n: leaves[n] if n in leaves else _channels_last(v) for n, v in k_params.items()}
+        j_params = {n: channels_last(v) for n, v in j_params.items()}
+        leaves = {n: channels_last(v.detach()).requires_grad_(True) for n, v in leaves.items()}
+        k_params = {n: leaves[n] if n in leaves else channels_last(v) for n, v in k_params.items()}
     names = list(leaves)
     acc = {n: torch.zeros(v.shape, dtype=torch.float64, device=v.device) for n, v in leaves.items()}
     for x, _y in ctx.batches:
-        x = _channels_last(x) if fast else x
+        x = channels_last(x) if fast else x
         with torch.no_grad(), BatchStats():
             z1 = ctx.call(j_params, x)
         with Linearizer(batch_stats=True, model=ctx.model) as lin:  # the input is the path K linearises
