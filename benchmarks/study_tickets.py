@@ -254,6 +254,25 @@ def _model(run: dict):
     return loaded.model, cfg
 
 
+TRAINING_FIELDS = ("nonzero_pruned", "top1", "top5", "train_seconds", "history")
+
+
+def _trained_twin(run: dict, mask_sha256: str | None) -> dict | None:
+    """The finished record of this run's raw/guarded twin (same regime, settings, method, sparsity and seed) when
+    its mask is bit-identical to this one (the guard never acted), else None. Training is deterministic on CPU
+    given init, mask, data order and seed (checked: px_2024 and px_2024+guard, 4 pairs, equal to the last digit),
+    so the twin's training result is this run's; the record says so (``trained_as``)."""
+    if mask_sha256 is None or run["method"] == "dense":
+        return None
+    twin_name = run["method"] if run["guard"] else run["method"] + "+guard"
+    twin_key = f"{run['regime']}-{twin_name}-s{run['sparsity']}-seed{run['seed']}"
+    twin_file = run["file"].parent / run["file"].name.replace(run["key"], twin_key, 1)
+    if not twin_file.exists():
+        return None
+    twin = json.loads(twin_file.read_text())
+    return twin if twin.get("mask_sha256") == mask_sha256 and "top1" in twin else None
+
+
 def run_one(a, run: dict, train) -> dict:
     model, data_config = _model(run)
     st = run["settings"]
@@ -277,6 +296,10 @@ def run_one(a, run: dict, train) -> dict:
                    empty_layers=len(h["empty_layers"]), nearly_empty_layers=len(h["nearly_empty_layers"]),
                    cut_off_layers=len(h["cut_off_layers"]), kept_on_path=h["kept_on_path"], kept=mask.kept(),
                    guard_restored=g["restored"], guard_rounds=g["rounds_changed"], mask_sha256=mask.sha256())
+    twin = _trained_twin(run, row.get("mask_sha256"))
+    if twin is not None:  # same init, same mask, same seed: the training would repeat the twin's exactly
+        row.update({k: twin[k] for k in TRAINING_FIELDS if k in twin}, trained_as=twin["key"])
+        return row
     t1 = time.perf_counter()
     work = run["file"].parent / f"{run['key']}-work"
     out = finetune(_recipe(a, run), model=model, mask=mask, output_dir=work, overwrite=True, resume=False,

@@ -6,6 +6,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from px_hub.cli.main import add_common_arguments, add_deprecated_alias
+    from px_hub.spec import DEFAULT_METHOD
 
     p = sub.add_parser(
         "report", help="per-layer density/width, NTK spectrum vs dense, collapse warnings of a ticket",
@@ -30,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="backbone (e.g. cifar_resnet20, timm/resnet50.a1_in1k)")
     c.add_argument("--data", required=True, help="dataset (e.g. digits, animal-mnist, cifar10, imagefolder:DIR)")
     c.add_argument("--sparsity", type=float, required=True, help="fraction of prunable weights removed, e.g. 0.982")
-    c.add_argument("--methods", default="px,synflow,snip",
-                   help="comma-separated methods, see `px-hub methods` (default: px,synflow,snip)")
+    methods = f"{DEFAULT_METHOD},px,synflow,snip"
+    c.add_argument("--methods", default=methods,
+                   help=f"comma-separated methods, see `px-hub methods` (default: {methods})")
     c.add_argument("--examples-per-class", type=int, default=10, metavar="K",
                    help="pruning split: K examples of each class (default: 10)")
     c.add_argument("--seed", type=int, default=0, help="seed of the split, the new head and random methods "

@@ -17,6 +17,7 @@ DEFAULT_CHECKPOINT_SECONDS = 30.0
 def register(subparsers) -> None:
     from px_hub.cli.hub import add_push_arguments
     from px_hub.cli.main import add_common_arguments, add_deprecated_alias
+    from px_hub.spec import DEFAULT_METHOD
 
     p = subparsers.add_parser(
         "prune", help="find a lottery ticket with PX (or a baseline) and write it as a ticket folder",
@@ -32,8 +33,8 @@ def register(subparsers) -> None:
                         f"(default: {OFFLINE_DEFAULT_DATA})")
     p.add_argument("--sparsity", type=float, default=DEFAULT_SPARSITY, metavar="S",
                    help=f"fraction of prunable weights REMOVED, in (0, 1) (default: {DEFAULT_SPARSITY})")
-    p.add_argument("--method", default="px", metavar="METHOD",
-                   help="scoring method, see `px-hub methods` (default: px)")
+    p.add_argument("--method", default=DEFAULT_METHOD, metavar="METHOD",
+                   help=f"scoring method, see `px-hub methods` (default: {DEFAULT_METHOD}, PX as first published)")
     p.add_argument("--rounds", type=int, default=None, metavar="R",
                    help="pruning rounds (default: the method's own, 100 for iterative methods, 1 for single-shot)")
     p.add_argument("--examples-per-class", dest="examples_per_class", type=int, default=None, metavar="K",

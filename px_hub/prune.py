@@ -21,6 +21,7 @@ from .masking.guard import guard_round
 from .masking.targets import as_targets, classifier_module
 from .methods import ScoringContext, get_method
 from .records import library_versions
+from .spec import DEFAULT_METHOD
 
 
 @dataclass
@@ -114,8 +115,8 @@ def _round_scores(info, ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return out
 
 
-def score(model: nn.Module, batches: Iterable | None, method: str = "px", mask: Mask | None = None,
-          targets: PruneTargets | Iterable[str] | None = None, seed: int = 0,
+def score(model: nn.Module, batches: Iterable | None, method: str = DEFAULT_METHOD,
+          mask: Mask | None = None, targets: PruneTargets | Iterable[str] | None = None, seed: int = 0,
           input_shape: Sequence[int] | None = None, method_options: dict | None = None) -> dict[str, torch.Tensor]:
     """One round of ``method`` on ``model`` (masked by ``mask``): parameter name -> score tensor (CPU, float32).
     Never changes the model's weights, BatchNorm statistics or train/eval mode."""
@@ -127,10 +128,10 @@ def score(model: nn.Module, batches: Iterable | None, method: str = "px", mask: 
         return {k: v.cpu() for k, v in _round_scores(info, ctx).items()}
 
 
-def prune(model: nn.Module, batches: Iterable | None, method: str = "px", sparsity: float = 0.982,
-          rounds: int | None = None, scope: str = "global", seed: int = 0, schedule: str = "exponential",
-          targets: PruneTargets | Iterable[str] | None = None, fail_on_collapse: bool = False,
-          progress: bool = True, **kwargs) -> Mask:
+def prune(model: nn.Module, batches: Iterable | None, method: str = DEFAULT_METHOD,
+          sparsity: float = 0.982, rounds: int | None = None, scope: str = "global", seed: int = 0,
+          schedule: str = "exponential", targets: PruneTargets | Iterable[str] | None = None,
+          fail_on_collapse: bool = False, progress: bool = True, **kwargs) -> Mask:
     """Prune ``model`` to ``sparsity`` (fraction of prunable weights REMOVED) with ``method``; returns the Mask.
     ``batches``: iterable of (inputs, labels), the class-balanced pruning split (this process's share under
     torch.distributed). The model itself is not modified: apply the mask with ``mask.apply_(model)``.
@@ -140,8 +141,8 @@ def prune(model: nn.Module, batches: Iterable | None, method: str = "px", sparsi
                              fail_on_collapse, progress, **kwargs).mask
 
 
-def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = "px", sparsity: float = 0.982,
-                      rounds: int | None = None, scope: str = "global", seed: int = 0,
+def prune_with_record(model: nn.Module, batches: Iterable | None, method: str = DEFAULT_METHOD,
+                      sparsity: float = 0.982, rounds: int | None = None, scope: str = "global", seed: int = 0,
                       schedule: str = "exponential", targets: PruneTargets | Iterable[str] | None = None,
                       fail_on_collapse: bool = False, progress: bool = True, *,
                       batch_ids: Sequence[int] | None = None, input_shape: Sequence[int] | None = None,

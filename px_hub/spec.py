@@ -21,6 +21,10 @@ from typing import Any
 
 from .errors import InvalidArgumentError, require_sparsity
 
+# The method px-hub prunes with when none is named (API, CLI, compare): PX as first published, the variant the
+# tickets study (benchmarks/study_tickets.py, README "Study: tickets that train") found to train best.
+DEFAULT_METHOD = "px_2024"
+
 SPEC_VERSION = 1
 SCOPES = ("global", "local")
 SCHEDULES = ("exponential", "linear")
@@ -91,7 +95,7 @@ class PruneSpec:
 
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
-    method: str = "px"
+    method: str = DEFAULT_METHOD
     method_options: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs; see .options
     sparsity: float = 0.982
     rounds: int | None = None

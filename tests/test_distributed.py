@@ -53,13 +53,13 @@ def _timm_model_and_batches():
 CASES = {"ref": (_ref_model_and_batches, REF_ROUNDS), "timm": (_timm_model_and_batches, TIMM_ROUNDS)}
 
 
-def _prune(case: str, batches) -> Mask:
+def _prune(case: str, batches, method: str) -> Mask:
     build, rounds = CASES[case]
     model, _ = build()
-    return px_hub.prune(model, batches, method="px", sparsity=0.982, rounds=rounds, seed=0, progress=False)
+    return px_hub.prune(model, batches, method=method, sparsity=0.982, rounds=rounds, seed=0, progress=False)
 
 
-def _worker(case: str, out_dir: str):
+def _worker(case: str, method: str, out_dir: str):
     """Runs in each of the 2 processes started by debug_launcher (torch.distributed already initialised)."""
     import torch.distributed as dist
 
@@ -69,21 +69,23 @@ def _worker(case: str, out_dir: str):
     _, batches = CASES[case][0]()
     mine = shard(batches)[0]  # rank r: batches r, r+2
     assert len(mine) == 2
-    mask = _prune(case, mine)
+    mask = _prune(case, mine, method)
     mask.save(os.path.join(out_dir, f"{case}_rank{rank}.safetensors"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("case", ["ref", "timm"])
-def test_two_process_masks_equal_single_process(case, tmp_path):
+@pytest.mark.parametrize("case,method", [("ref", "px"), ("timm", "px"), ("ref", "px_2024"), ("timm", "px_2024")])
+def test_two_process_masks_equal_single_process(case, method, tmp_path):
+    """px sums per-batch Z1 in global batch order (bit-identical by construction); px_2024 sums each rank's
+    per-batch gradients in float64 before the cross-rank sum (the order differs only in float64 rounding)."""
     reference_dir()  # fails when the vendored fixtures are missing
-    run_processes(_worker, args=(case, str(tmp_path)), num_processes=2)
+    run_processes(_worker, args=(case, method, str(tmp_path)), num_processes=2)
     m0 = Mask.load(tmp_path / f"{case}_rank0.safetensors")
     m1 = Mask.load(tmp_path / f"{case}_rank1.safetensors")
     _, batches = CASES[case][0]()
-    single = _prune(case, batches)
+    single = _prune(case, batches, method)
     assert m0 == m1 and m0.sha256() == m1.sha256()
     assert m0 == single and m0.sha256() == single.sha256()
     # at most the target density; below it only by ties at the threshold (pruned by rule)
@@ -103,7 +105,7 @@ def test_accelerate_launch_prune_cli(tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=str(repo))
     args = ["prune", "--model", "cifar_resnet20", "--no-pretrained", "--data", "digits", "--examples-per-class", "4",
-            "--batch-size", "10", "--method", "px", "--sparsity", "0.9", "--rounds", "3", "--seed", "0"]
+            "--batch-size", "10", "--sparsity", "0.9", "--rounds", "3", "--seed", "0"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "px_hub.cli.main"]
     dist_out, single_out = tmp_path / "dist", tmp_path / "single"
@@ -117,6 +119,7 @@ def test_accelerate_launch_prune_cli(tmp_path):
     assert a == b and a.sha256() == b.sha256()
     cfg = json.loads((dist_out / "px_config.json").read_text())
     assert 2 in _values_of(cfg, "processes"), "px_config.json should record processes=2"
+    assert "px_2024" in _values_of(cfg, "method"), "the default method should be px_2024"
 
 
 def _values_of(obj, key):

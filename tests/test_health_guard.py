@@ -270,13 +270,15 @@ def test_compare_table_shows_health():
 
 
 def test_offline_default_ticket_keeps_every_class(tmp_path, capsys):
-    """`make prune` end to end (the CLI's offline default: EfficientNet-Lite0 with its ImageNet weights, px, 0.982,
-    digits at 2 per class, 100 rounds). Before the guard grew paths through the trunk (rule 2b) it wrote 3 of 10
-    classes dead, unresolved from round 67."""
+    """`make prune` end to end (the CLI's offline default: EfficientNet-Lite0 with its ImageNet weights, px_2024,
+    0.982, digits at 2 per class, 100 rounds): every class alive, at the exact target count. Raw, the last rounds
+    would cut class 0 off (the guard restores 1 weight at round 86). With `px` as the default, before the guard
+    grew paths through the trunk (rule 2b), it wrote 3 of 10 classes dead, unresolved from round 67."""
     assert _cli(["prune", "--out", str(tmp_path / "t"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "health: 10/10 outputs reachable, 0 empty" in out and "unresolved" not in out
     cfg = json.loads((tmp_path / "t" / "px_config.json").read_text())
     assert cfg["health"]["healthy"] and cfg["health"]["dead_outputs"] == [] and cfg["health"]["empty_layers"] == []
     assert not any(c.get("unresolved") for c in cfg["guard"]["changes"])
+    assert cfg["method"] == "px_2024"
     assert cfg["kept"] == 60153 and abs(cfg["achieved_sparsity"] - 0.982) < 1e-3

@@ -57,3 +57,15 @@ def test_arch_models_load_by_name_and_prune_with_px(study, name, one_thread):
     assert res.record["health"]["dead_outputs"] == []
     with pytest.raises(InvalidArgumentError, match="no pretrained weights"):
         timm.create_model(name, pretrained=True)
+
+
+def test_guarded_run_reuses_its_raw_twins_training_only_for_an_identical_mask(study, tmp_path):
+    runs = study.plan(study.parse_args(["--regime", "scratch", "--seeds", "0", "--out", str(tmp_path),
+                                        "--only", "scratch-px_2024*-s0.956-*"]))
+    raw, guarded = sorted(runs, key=lambda r: r["guard"])
+    assert guarded["variant"] == "px_2024+guard" and raw["variant"] == "px_2024"
+    assert study._trained_twin(guarded, "abc") is None  # twin not run yet
+    raw["file"].parent.mkdir(parents=True)
+    raw["file"].write_text('{"key": "%s", "mask_sha256": "abc", "top1": 0.5, "history": []}' % raw["key"])
+    assert study._trained_twin(guarded, "abc")["top1"] == 0.5
+    assert study._trained_twin(guarded, "other") is None  # the guard changed the mask: train it

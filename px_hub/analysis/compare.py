@@ -157,11 +157,11 @@ def run_compare(model: str, data: str, sparsity: float, methods: Sequence[str], 
     ticket is also trained and its metrics added."""
     from .. import pipeline
     from ..methods import get_method
-    from ..spec import DataSpec, ModelSpec, PruneSpec
+    from ..spec import DEFAULT_METHOD, DataSpec, ModelSpec, PruneSpec
 
     spec = PruneSpec(model=ModelSpec(name=model, pretrained=pretrained, head_seed=seed),
                      data=DataSpec(dataset=data, examples_per_class=k, seed=seed, batch_size=batch_size),
-                     method=next((m.strip() for m in methods if m.strip()), "px"), sparsity=sparsity,
+                     method=next((m.strip() for m in methods if m.strip()), DEFAULT_METHOD), sparsity=sparsity,
                      rounds=rounds, seed=seed)
     spec.validate()
     for m in methods:

@@ -183,7 +183,7 @@ def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor, 
                        "Pruning, CVPR 2024",
                  description="PX: path kernel (K, BatchNorm in eval mode: well-posed) x path activations (J)")
 def px(ctx: ScoringContext) -> dict[str, torch.Tensor]:
-    """PX with K's BatchNorm in eval mode (running statistics): px-hub's default, well-posed."""
+    """PX with K's BatchNorm in eval mode (running statistics): px-spec.md's well-posed PX."""
     return _px_scores(ctx, k_batch_stats=False)
 
 
