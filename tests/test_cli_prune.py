@@ -29,7 +29,7 @@ def test_offline_default_end_to_end(tmp_path):
     for f in ("model.safetensors", "config.json", "mask.safetensors", "px_config.json", "README.md"):
         assert (out / f).is_file(), f
     cfg = json.loads((out / "px_config.json").read_text())
-    assert cfg["method"] == "px" and cfg["sparsity"] == 0.956 and cfg["rounds"] == 3
+    assert cfg["method"] == "px_2024" and cfg["sparsity"] == 0.956 and cfg["rounds"] == 3
     assert cfg["schedule"] == "exponential" and cfg["seed"] == 0
     assert cfg["data"]["dataset"] == "digits" and cfg["data"]["k"] == 2 and len(cfg["data"]["sample_ids"]) == 20
     assert "torch" in cfg["versions"] and cfg["per_layer"]

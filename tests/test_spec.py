@@ -17,7 +17,7 @@ CHANGES = {
     "data.dataset": "animal-mnist", "data.split": "test", "data.examples_per_class": 3, "data.seed": 5,
     "data.order": "class", "data.image_column": "img", "data.label_column": "y", "data.batch_size": 20,
     "data.input_size": 64,
-    "method": "synflow", "method_options": {"k_batch": "full"}, "sparsity": 0.9, "rounds": 7,
+    "method": "synflow", "method_options": {"arithmetic": "official"}, "sparsity": 0.9, "rounds": 7,
     "schedule": "linear", "scope": "local", "seed": 1,
     "targets.exclude_first": True, "targets.exclude_classifier": True, "targets.exclude": ("fc",),
     "guard": False,
@@ -50,8 +50,8 @@ def test_same_spec_same_hash():
                       data=DataSpec("digits", examples_per_class=2))
     assert again.hash() == BASE.hash() and again.canonical() == BASE.canonical()
     assert len(BASE.hash()) == 12 and int(BASE.hash(), 16) >= 0
-    # defaults made explicit resolve to the same spec: px's 100 rounds and k_batch=one
-    explicit = dataclasses.replace(BASE, rounds=100, method_options={"k_batch": "one"})
+    # defaults made explicit resolve to the same spec: the default method (px_2024), its 100 rounds and options
+    explicit = dataclasses.replace(BASE, method="px_2024", rounds=100, method_options={"arithmetic": "fast"})
     assert explicit.hash() == BASE.hash()
     # canonical JSON is sorted and round-trips
     d = json.loads(BASE.canonical())
