@@ -24,6 +24,9 @@ layers; px_hub.masking.health), the guard's changes and the pruning time. Dense 
 Resumable: every run writes ``<out>/runs/<regime>/<key>-<config hash>.json`` (the hash covers every setting that
 changes the result); a rerun skips finished runs. Chunk a long study with ``--only`` (glob on the run key, e.g.
 ``'scratch-px*'``) and ``--max-runs N`` (stop after N new runs); the tables and plot are rewritten after each run.
+A guarded run whose mask is bit-identical to its finished raw twin's (or the reverse: the guard never acted) is not
+trained again: training is deterministic given init, mask and seed, so it takes the twin's result and records
+``trained_as``.
 
     .venv/bin/python benchmarks/study_tickets.py                        # the full study (hours; resumable)
     .venv/bin/python benchmarks/study_tickets.py --regime scratch --max-runs 10     # one chunk
