@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -29,9 +30,9 @@ def study():
 
 def test_arch_plan(study, tmp_path):
     runs = study.plan(study.parse_args(["--regime", "arch", "--out", str(tmp_path)]))
-    assert len(runs) == 24 and {r["seed"] for r in runs} == {0, 1}
+    assert len(runs) == 28 and {r["seed"] for r in runs} == {0, 1}
     assert runs[0]["key"] == "arch_vit-dense-s0.0-seed0" and runs[1]["key"] == "arch_vit-px-s0.9-seed0"
-    assert {r["method"] for r in runs} == {"dense", "px", "magnitude", "snip", "synflow", "random"}
+    assert {r["method"] for r in runs} == {"dense", "px", "px_2024", "magnitude", "snip", "synflow", "random"}
     assert not any(r["guard"] for r in runs)
     assert {r["settings"]["model"] for r in runs} == {"study_vit_32", "study_convnext_32"}
     # the other regimes keep their default seeds; --seeds overrides every regime
@@ -66,6 +67,6 @@ def test_guarded_run_reuses_its_raw_twins_training_only_for_an_identical_mask(st
     assert guarded["variant"] == "px_2024+guard" and raw["variant"] == "px_2024"
     assert study._trained_twin(guarded, "abc") is None  # twin not run yet
     raw["file"].parent.mkdir(parents=True)
-    raw["file"].write_text('{"key": "%s", "mask_sha256": "abc", "top1": 0.5, "history": []}' % raw["key"])
+    raw["file"].write_text(json.dumps({"key": raw["key"], "mask_sha256": "abc", "top1": 0.5, "history": []}))
     assert study._trained_twin(guarded, "abc")["top1"] == 0.5
     assert study._trained_twin(guarded, "other") is None  # the guard changed the mask: train it
