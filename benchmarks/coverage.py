@@ -259,8 +259,12 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated families")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args(argv)
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     every = {**{k: (*v, None) for k, v in FAMILIES.items()},
              **{k: (label, {}, size, build) for k, (label, build, size) in OTHER_SOURCES.items()}}
