@@ -282,3 +282,34 @@ def test_offline_default_ticket_keeps_every_class(tmp_path, capsys):
     assert not any(c.get("unresolved") for c in cfg["guard"]["changes"])
     assert cfg["method"] == "px_2024"
     assert cfg["kept"] == 60153 and abs(cfg["achieved_sparsity"] - 0.982) < 1e-3
+
+
+class _ConstantFedConv(nn.Module):
+    """A conv stem plus a positional encoding made by a conv on a fixed grid (as timm's EdgeNeXt / XCiT build
+    theirs): that conv's input is a constant, not the model input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.pos = nn.Conv2d(2, 4, 1)
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("grid", torch.linspace(0.1, 1.0, 2 * 8 * 8).reshape(1, 2, 8, 8))
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x) + self.pos(self.grid))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_a_layer_fed_by_constants_only_is_traced_not_a_crash():
+    """Before: the guard's backward pass asked for the gradient of the positional conv's output, which did not
+    require grad ('One of the differentiated Tensors does not require grad'), on edgenext, xcit and maxvit."""
+    from px_hub.masking.health import connectivity
+
+    torch.manual_seed(0)
+    model = _ConstantFedConv()
+    full = Mask.ones({n: p for n, p in model.named_parameters() if n.endswith("weight")})
+    c = connectivity(model, full, (3, 8, 8))
+    assert bool(c.output_reaches("pos.weight", model.pos.weight.shape).all())  # it does reach the logits
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    mask = px_hub.prune(model, [(x, y)], method="px_2024", sparsity=0.5, rounds=2, progress=False)
+    assert ticket_health(model, mask, input_shape=(3, 8, 8)).healthy

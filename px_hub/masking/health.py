@@ -107,6 +107,10 @@ class _PathIndicator(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _CONVS or func is F.linear:
             y = _Reach.apply(func(*args, **kwargs))
+            if self.keep_outputs and not y.requires_grad and torch.is_grad_enabled():
+                # fed by constants only (e.g. a Fourier positional encoding's conv on a fixed grid): its output
+                # becomes a leaf of the backward pass, so whether it reaches an output is still measured
+                y = y.detach().requires_grad_(True)
             w = _arg(args, kwargs, 1, "weight", None)
             name = self.names.get(id(w))
             if name is not None:
