@@ -309,7 +309,10 @@ def test_a_forward_without_logits_is_a_clear_error():
         px_hub.score(_DictOut("tuple"), [_batch(2, 8, classes=2)], method="px")
 
 
-def test_multihead_attention_input_projection_is_prunable_and_scored():
+@pytest.mark.parametrize("method", ["px", "px_2024"])
+def test_multihead_attention_input_projection_is_prunable_and_scored(method):
+    """Both PX computations find nn.MultiheadAttention's packed input projection (px_2024 used to look for a
+    ``weight`` attribute there and stopped with a KeyError on open_clip ViT towers)."""
     class Tiny(nn.Module):  # open_clip's ViT blocks use nn.MultiheadAttention
         def __init__(self):
             super().__init__()
@@ -325,8 +328,11 @@ def test_multihead_attention_input_projection_is_prunable_and_scored():
     torch.manual_seed(0)
     model = Tiny().eval()
     x, y = _batch(4, 32)
-    result = px_hub.prune_with_record(model, [(x, y)], method="px", sparsity=0.5, rounds=1, progress=False)
+    result = px_hub.prune_with_record(model, [(x, y)], method=method, sparsity=0.5, rounds=1, progress=False)
     assert set(result.mask) == {"conv.weight", "attn.in_proj_weight", "attn.out_proj.weight", "fc.weight"}
+    if method == "px_2024":  # K differentiates through every weight, the input projection's included
+        assert all(float(v.max()) > 0 for v in px_hub.score(model, [(x, y)], method=method).values())
+        return
     assert abs(result.record["method_notes"]["px"]["gate_scored"]["attn.in_proj_weight"] - 2 / 3) < 1e-6
     s32 = px_hub.score(model, [(x, y)], method="px")
     s64 = px_hub.score(copy.deepcopy(model).double(), [(x.double(), y)], method="px")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgumentError
-from ..masking.targets import weighted_modules
+from ..masking.targets import param_name, weight_params
 from .context import ScoringContext, accumulate_grads, channels_last
 from .registry import register_method
 from .views import BatchStats, Linearizer
@@ -35,16 +35,17 @@ from .views import BatchStats, Linearizer
 def _k_params(ctx: ScoringContext) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """K's overrides (ψ = (θ ⊙ m)² for every Conv/Linear weight, b² for their biases) and the target leaves."""
     k, leaves = {}, {}
-    for name, mod in weighted_modules(ctx.model):
-        wname = f"{name}.weight" if name else "weight"
-        w = ctx.masked(wname) if wname in ctx.targets else mod.weight
+    modules = dict(ctx.model.named_modules())
+    for name, attr, battr in weight_params(ctx.model):  # Conv/Linear, and attention's packed input projection
+        wname = param_name(name, attr)
+        w = ctx.masked(wname) if wname in ctx.targets else getattr(modules[name], attr)
         psi = w.detach().pow(2)
         if wname in ctx.targets:
             psi.requires_grad_(True)
             leaves[wname] = psi
         k[wname] = psi
-        if getattr(mod, "bias", None) is not None:
-            k[f"{name}.bias" if name else "bias"] = mod.bias.detach().pow(2)
+        if battr is not None:
+            k[param_name(name, battr)] = getattr(modules[name], battr).detach().pow(2)
     return k, leaves
 
 
