@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
 
 def methods_table() -> str:
     from px_hub.methods import list_methods
+    from px_hub.spec import DEFAULT_METHOD
 
     infos = list_methods()
     w = max(len(m.name) for m in infos)
@@ -25,5 +26,6 @@ def methods_table() -> str:
         kind = f"{m.default_rounds} rounds" if m.iterative else "1 round"
         data = "data" if m.needs_data else "no data"
         opts = f"; options: {', '.join(f'{k}={v}' for k, v in m.options.items())}" if m.options else ""
-        lines.append(f"{m.name:<{w}}  {m.display_name}: {m.description} ({kind}, {data}{opts})")
+        default = "; the default" if m.name == DEFAULT_METHOD else ""
+        lines.append(f"{m.name:<{w}}  {m.display_name}: {m.description} ({kind}, {data}{opts}{default})")
     return "\n".join(lines)

@@ -69,6 +69,7 @@ def test_methods_lists_every_method_with_a_description(capsys):
     assert names == px_hub.available_methods()
     for line, info in zip(lines, px_hub.list_methods()):
         assert info.display_name in line and info.description in line
+    assert [line.split()[0] for line in lines if line.endswith("; the default)")] == ["px_2024"]
 
 
 def test_push_accepts_hf_upload_order_and_the_old_form():
