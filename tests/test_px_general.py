@@ -122,6 +122,25 @@ def test_ill_conditioned_z1_reruns_a_and_j_in_float64_and_says_so():
     assert notes["resnet18"]["z1_precision"] == "float32" and notes["resnet18"]["z1_condition"] < 84
 
 
+def test_precision_float64_covers_what_the_cancellation_rule_cannot_see():
+    """mobilenetv2_050 (64 px, batch 4, seed 0): Z1's condition is 5.5, so the rule keeps float32, yet a ReLU6 gate
+    sits at its step and float32 scores are 2.5e-4 of a layer's maximum from float64's (the coverage table's row;
+    measured at 1 thread: the flip depends on the float32 summation order).
+    ``precision="float64"`` runs A and J in float64 every round and agrees to ~1e-6."""
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=4).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 64, 64, generator=g), torch.arange(4) % 4
+    s64 = px_hub.score(copy.deepcopy(model).double(), [(x.double(), y)], method="px")
+    exact = px_hub.score(model, [(x, y)], method="px", method_options={"precision": "float64"})
+    assert _rel_err(exact, s64) <= 1e-5
+    res = px_hub.prune_with_record(model, [(x, y)], method="px", sparsity=0.5, rounds=1, progress=False,
+                                   method_options={"precision": "float64"})
+    assert res.record["method_notes"]["px"]["z1_precision"] == "float64"
+    with pytest.raises(px_hub.errors.InvalidArgumentError, match="precision must be one of auto, float64"):
+        px_hub.score(model, [(x, y)], method="px", method_options={"precision": "float16"})
+
+
 def test_gate_option_is_validated():
     model = timm.create_model("test_resnet", num_classes=4).eval()
     with pytest.raises(px_hub.errors.InvalidArgumentError, match="gate"):

@@ -30,6 +30,12 @@ from .views import GATE_MODES, GateRecorder, GateReplayer, Linearizer
 # condition > ~84). Measured: f32-vs-f64 score error ~ 2-4x condition x eps; condition 1-300 on timm families at
 # random init, 3.5e5 on efficientnet_b0 (whose scores then disagreed by 0.16 of a layer's maximum).
 Z1_CANCELLATION_LIMIT = 1e-5
+# Option ``precision`` (A and J; k_batch="one"): "auto" = the rule above; "float64" = always. The rule sees the
+# cancellation in Z1's final sum, not rounding that builds up through depth (convmixer_768_32: condition 10, float32
+# scores 2.0e-4 of a layer's maximum from float64) or a gate at its step (mobilenetv2_050: 2.5e-4; a 1e-6 relative
+# input perturbation moves even float64 scores that much); "float64" brings both to ~1.2e-6, at the cost of float64
+# forwards for A and J.
+PRECISIONS = ("auto", "float64")
 
 
 def _view_params(ctx: ScoringContext):
@@ -67,15 +73,21 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
     gate = ctx.options.get("gate", "ratio")
     if gate not in GATE_MODES:
         raise InvalidArgumentError(f"PX option gate must be one of {', '.join(GATE_MODES)}, got {gate!r}")
+    aj_precision = ctx.options.get("precision", "auto")
+    if aj_precision not in PRECISIONS or (aj_precision != "auto" and k_batch != "one"):
+        raise InvalidArgumentError(f"PX option precision must be one of {', '.join(PRECISIONS)} (float64 with "
+                                   f"k_batch='one' only), got {aj_precision!r} with k_batch={k_batch!r}")
     ctx.require_live_head("PX")
     a_params, j_params, k_params, leaves = _view_params(ctx)
     names = list(leaves)
     if k_batch == "one":
         # channels_last: oneDNN's fast convolution layout on CPU (~1.8x here), also good for cuDNN. It changes the
         # rounding, which is why the official-arithmetic path below keeps the default layout.
-        z1_total, cond = _z1_sums(ctx, _channels_last(a_params), _channels_last(j_params), gate)
-        precision = str(ctx.dtype).replace("torch.", "")
-        if ctx.dtype != torch.float64 and cond * torch.finfo(ctx.dtype).eps > Z1_CANCELLATION_LIMIT:
+        always64 = aj_precision == "float64" and ctx.dtype != torch.float64
+        z1_total, cond = _z1_sums(ctx, *(_as_float64(ctx, a_params, j_params) if always64 else
+                                         (_channels_last(a_params), _channels_last(j_params))), gate)
+        precision = "float64" if always64 else str(ctx.dtype).replace("torch.", "")
+        if not always64 and ctx.dtype != torch.float64 and cond * torch.finfo(ctx.dtype).eps > Z1_CANCELLATION_LIMIT:
             # Z1 is a small difference of large numbers (e.g. SiLU gates ~1/2 after batch-centred BatchNorm at a
             # random init): rounding in A and J would dominate the scores, so this round's A and J run in float64
             z1_total, _ = _z1_sums(ctx, *_as_float64(ctx, a_params, j_params), gate)
@@ -178,7 +190,8 @@ def _path_activations(ctx: ScoringContext, a_params, j_params, x: torch.Tensor, 
 
 
 @register_method("px", label="PX (Path eXclusion, CVPR 2024)",
-                 needs_data=True, default_rounds=100, options={"k_batch": "one", "gate": "ratio"},
+                 needs_data=True, default_rounds=100,
+                 options={"k_batch": "one", "gate": "ratio", "precision": "auto"},
                  paper="Iurada et al., Finding Lottery Tickets in Vision Models via Data-driven Spectral Foresight "
                        "Pruning, CVPR 2024",
                  description="PX: path kernel (K, BatchNorm in eval mode: well-posed) x path activations (J)")
@@ -188,7 +201,8 @@ def px(ctx: ScoringContext) -> dict[str, torch.Tensor]:
 
 
 @register_method("px_official", label="PX as in the official code (batch-statistics variant)",
-                 needs_data=True, default_rounds=100, options={"k_batch": "full", "gate": "ratio"},
+                 needs_data=True, default_rounds=100,
+                 options={"k_batch": "full", "gate": "ratio", "precision": "auto"},
                  paper="Iurada et al., CVPR 2024 (official code, commit ed6c40e)",
                  description="PX as the official code computes it (K with batch statistics: float32-noise dominated)")
 def px_official(ctx: ScoringContext) -> dict[str, torch.Tensor]:
