@@ -156,8 +156,7 @@ def run_family(family, name, kwargs, size, batch, build=None):
     import timm
     import torch
 
-    import px_hub
-    from px_hub.errors import PxHubError
+    import px_hub  # noqa: F401  (torchvision fix, timm registrations)
 
     row = {"family": family, "model": name, "kwargs": kwargs, "input": size, "batch": batch}
     try:
@@ -179,17 +178,11 @@ def run_family(family, name, kwargs, size, batch, build=None):
     except Exception as e:  # the model itself does not run at this input: not PX's verdict either
         row.update(status="not built", reason=f"plain forward fails: {type(e).__name__}: {e}"[:300])
         return row
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = px_hub.prune_with_record(model, [(x, y)], method="px", sparsity=0.5, rounds=2, progress=False)
-            s32 = px_hub.score(model, [(x, y)], method="px")
-            s64 = px_hub.score(copy.deepcopy(model).double(), [(x.double(), y)], method="px")
-    except PxHubError as e:
-        row.update(status="refused", reason=str(e), px_2024=_px_2024(model, x, y))
-        return row
-    except Exception as e:
-        row.update(status="crash", reason=f"{type(e).__name__}: {e}"[:300])
+    status, reason, res, s32, s64 = _run_method(model, x, y, "px")
+    if status != "works":
+        row.update(status=status, reason=reason)
+        if status == "refused":
+            row["px_2024"] = _px_2024(model, x, y)
         return row
     per_round = [h["seconds"] for h in res.history]
     fb = _fwd_bwd_seconds(model, x, y)
@@ -205,23 +198,32 @@ def run_family(family, name, kwargs, size, batch, build=None):
     return row
 
 
-def _px_2024(model, x, y) -> dict:
-    """px-hub's default method (PX as first published) on the same model and batch: status, seconds per round,
-    float32 vs float64 of round-1 scores (its K differentiates through batch statistics: not well-posed by the
-    1e-4 rule, measured rather than promised)."""
+def _run_method(model, x, y, method: str):
+    """2 rounds of ``method`` to sparsity 0.5 and its round-1 scores in float32 and float64:
+    (status, reason, result, s32, s64); status is works / refused (px-hub's one-line reason) / crash (a bug)."""
     import px_hub
     from px_hub.errors import PxHubError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = px_hub.prune_with_record(model, [(x, y)], method="px_2024", sparsity=0.5, rounds=2, progress=False)
-            s32 = px_hub.score(model, [(x, y)], method="px_2024")
-            s64 = px_hub.score(copy.deepcopy(model).double(), [(x.double(), y)], method="px_2024")
+            res = px_hub.prune_with_record(model, [(x, y)], method=method, sparsity=0.5, rounds=2, progress=False)
+            s32 = px_hub.score(model, [(x, y)], method=method)
+            s64 = px_hub.score(copy.deepcopy(model).double(), [(x.double(), y)], method=method)
     except PxHubError as e:
-        return {"status": "refused", "reason": str(e)}
+        return "refused", str(e), None, None, None
     except Exception as e:
-        return {"status": "crash", "reason": f"{type(e).__name__}: {e}"[:300]}
+        return "crash", f"{type(e).__name__}: {e}"[:300], None, None, None
+    return "works", None, res, s32, s64
+
+
+def _px_2024(model, x, y) -> dict:
+    """px-hub's default method (PX as first published) on the same model and batch: status, seconds per round,
+    float32 vs float64 of round-1 scores (its K differentiates through batch statistics: not well-posed by the
+    1e-4 rule, measured rather than promised)."""
+    status, reason, res, s32, s64 = _run_method(model, x, y, "px_2024")
+    if status != "works":
+        return {"status": status, "reason": reason}
     return {"status": "works", "seconds_per_round": round(statistics.mean(h["seconds"] for h in res.history), 3),
             "f32_vs_f64": _rel_err(s32, s64)}
 

@@ -83,15 +83,18 @@ def _px_scores(ctx: ScoringContext, k_batch_stats: bool) -> dict[str, torch.Tens
     if k_batch == "one":
         # channels_last: oneDNN's fast convolution layout on CPU (~1.8x here), also good for cuDNN. It changes the
         # rounding, which is why the official-arithmetic path below keeps the default layout.
-        always64 = aj_precision == "float64" and ctx.dtype != torch.float64
-        z1_total, cond = _z1_sums(ctx, *(_as_float64(ctx, a_params, j_params) if always64 else
-                                         (_channels_last(a_params), _channels_last(j_params))), gate)
-        precision = "float64" if always64 else str(ctx.dtype).replace("torch.", "")
-        if not always64 and ctx.dtype != torch.float64 and cond * torch.finfo(ctx.dtype).eps > Z1_CANCELLATION_LIMIT:
-            # Z1 is a small difference of large numbers (e.g. SiLU gates ~1/2 after batch-centred BatchNorm at a
-            # random init): rounding in A and J would dominate the scores, so this round's A and J run in float64
-            z1_total, _ = _z1_sums(ctx, *_as_float64(ctx, a_params, j_params), gate)
+        precision = str(ctx.dtype).replace("torch.", "")
+        if aj_precision == "float64" and ctx.dtype != torch.float64:
+            z1_total, cond = _z1_sums(ctx, *_as_float64(ctx, a_params, j_params), gate)
             precision = "float64"
+        else:
+            z1_total, cond = _z1_sums(ctx, _channels_last(a_params), _channels_last(j_params), gate)
+            if ctx.dtype != torch.float64 and cond * torch.finfo(ctx.dtype).eps > Z1_CANCELLATION_LIMIT:
+                # Z1 is a small difference of large numbers (e.g. SiLU gates ~1/2 after batch-centred BatchNorm at
+                # a random init): rounding in A and J would dominate the scores, so this round's A and J run in
+                # float64
+                z1_total, _ = _z1_sums(ctx, *_as_float64(ctx, a_params, j_params), gate)
+                precision = "float64"
         ones = torch.ones((1, *ctx.input_shape), device=ctx.device, dtype=ctx.dtype)
 
         def k_grads(straight_through: bool):
