@@ -403,6 +403,9 @@ def plot(rows: list[dict], path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(regimes), figsize=(6.5 * len(regimes), 4.6), squeeze=False)
     groups = _groups(rows)
+    # one colour per base method in every panel; its guarded variant shares it, dashed, with a square marker
+    bases = sorted({k[2].removesuffix("+guard") for k in groups if k[2] != "dense"})
+    colour = {b: plt.get_cmap("tab10" if len(bases) <= 10 else "tab20")(i) for i, b in enumerate(bases)}
     for ax, regime in zip(axes[0], regimes):
         names = sorted({k[2] for k in groups if k[0] == regime and k[2] != "dense"})
         for i, name in enumerate(names):
@@ -410,8 +413,9 @@ def plot(rows: list[dict], path: Path) -> None:
             vals = [[r["top1"] for r in groups[(regime, s, name)]] for s in sp]
             mean = [100 * statistics.mean(v) for v in vals]
             sd = [100 * statistics.stdev(v) if len(v) > 1 else 0.0 for v in vals]
-            ax.errorbar([100 * s + 0.08 * (i - len(names) / 2) for s in sp], mean, yerr=sd, marker="o", ms=4,
-                        capsize=3, lw=1.2, ls="--" if name.endswith("+guard") else "-", label=name)
+            ax.errorbar([100 * s + 0.08 * (i - len(names) / 2) for s in sp], mean, yerr=sd, ms=4,
+                        capsize=3, lw=1.2, color=colour[name.removesuffix("+guard")], label=name,
+                        **({"ls": "--", "marker": "s"} if name.endswith("+guard") else {"ls": "-", "marker": "o"}))
         dense = [r["top1"] for r in rows if r["regime"] == regime and r["method"] == "dense"]
         if dense:
             m = 100 * statistics.mean(dense)
